@@ -1,0 +1,83 @@
+"""The ``shanshui`` command.
+
+Subcommands live in :mod:`shanshui.commands`, one file each, and are imported only when invoked, so that
+``shanshui --help`` answers instantly. Any :class:`~shanshui.errors.ShanshuiError` (bad user input) or
+click usage error becomes a one-line message on stderr and exit code 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .errors import ShanshuiError
+
+# name -> ("module:attribute", one-line help). Add a subcommand by adding a line here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("shanshui.commands.generate:generate", "Text -> landscape-painting video (NADM)."),
+    "demo": ("shanshui.commands.demo:demo", "Generate the demo video with the bundled model."),
+}
+
+EPILOG = """\b
+Examples:
+  shanshui demo
+  shanshui generate "Mountains, dense fog, red sun, boat on the lake." -o mist.mp4
+  shanshui generate "Pines by a waterfall" --model ~/sd15 --motion-module nadm.safetensors \\
+      --size 256 --frames 16 --steps 25 --guidance 8 --seed 7 -o falls.gif
+"""
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use, from a ``name -> (target, help)`` map."""
+
+    def __init__(self, *args, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = COMMANDS if lazy_commands is None else lazy_commands
+
+    def list_commands(self, ctx):
+        return sorted(self.lazy_commands)
+
+    def get_command(self, ctx, name):
+        if name not in self.lazy_commands:
+            return None
+        module, attr = self.lazy_commands[name][0].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(n, self.lazy_commands[n][1]) for n in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shanshui")
+def cli() -> None:
+    """Shanshui (山水): bring landscape paintings to life with diffusion models."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the process exit code."""
+    try:
+        cli.main(args=argv, prog_name="shanshui", standalone_mode=False)
+    except ShanshuiError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()} (see 'shanshui --help')", err=True)
+        return 2
+    except click.Abort:
+        click.echo("interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

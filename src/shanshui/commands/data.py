@@ -1,0 +1,14 @@
+"""``shanshui data``: dataset tools. Each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from ..cli import LazyGroup
+
+DATA_COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+@click.group(cls=LazyGroup, lazy_commands=DATA_COMMANDS)
+def data() -> None:
+    """Dataset tools: synthesise procedural ink-wash clips, check a (video, caption) folder, cache latents."""

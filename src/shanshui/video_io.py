@@ -1,0 +1,182 @@
+"""Reading and writing videos: mp4 (H.264), gif, webp, folders of frames, and PNG contact sheets.
+
+Frames are always ``(F, H, W, 3)`` ``uint8`` numpy arrays. Every writer goes through
+:func:`atomic_output`: the file is written under a temporary name in the destination folder and renamed
+only once complete, so an interrupted run never leaves a truncated video behind (and never destroys an
+earlier good file of the same name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from .errors import ShanshuiError, check
+
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webp", ".png")
+READABLE_VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def as_uint8_frames(frames) -> np.ndarray:
+    """Convert frames to ``(F, H, W, 3)`` uint8.
+
+    Accepts uint8 arrays, float arrays in [0, 1], torch tensors (moved to CPU), or a list of PIL images.
+    """
+    if isinstance(frames, (list, tuple)) and frames and isinstance(frames[0], Image.Image):
+        frames = np.stack([np.asarray(f.convert("RGB")) for f in frames])
+    if hasattr(frames, "detach"):  # torch tensor
+        frames = frames.detach().float().cpu().numpy()
+    arr = np.asarray(frames)
+    check(arr.ndim == 4 and arr.shape[-1] == 3, f"frames must have shape (F, H, W, 3), got {arr.shape}")
+    check(arr.shape[0] >= 1, "frames must contain at least one frame")
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise ShanshuiError(f"frames dtype {arr.dtype} is not supported (use uint8 or float in [0, 1])")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def contact_sheet(frames, cols: int | None = None, pad: int = 2, background: int = 255) -> np.ndarray:
+    """Tile frames into one image, row-major, ``cols`` per row (default: close to square)."""
+    frames = as_uint8_frames(frames)
+    n, h, w, _ = frames.shape
+    cols = cols or min(n, max(1, math.ceil(math.sqrt(n * h / w))))
+    check(cols >= 1, f"cols={cols} must be >= 1")
+    rows = math.ceil(n / cols)
+    sheet = np.full((rows * h + (rows + 1) * pad, cols * w + (cols + 1) * pad, 3), background, np.uint8)
+    for i, frame in enumerate(frames):
+        r, c = divmod(i, cols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        sheet[y : y + h, x : x + w] = frame
+    return sheet
+
+
+def _even(frames: np.ndarray) -> np.ndarray:
+    """H.264 with yuv420p needs even sizes: replicate the last row/column when a side is odd."""
+    _, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return frames
+
+
+def write_video(frames, path: str | os.PathLike, fps: float = 8.0, quality: int = 8) -> Path:
+    """Write frames to ``path``; the format follows the suffix (.mp4, .gif, .webp, .png sheet)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    check(suffix in VIDEO_SUFFIXES, f"output '{path}' must end in one of {', '.join(VIDEO_SUFFIXES)}")
+    check(fps > 0, f"fps={fps} must be > 0")
+    frames = as_uint8_frames(frames)
+    with atomic_output(path) as tmp:
+        if suffix == ".mp4":
+            import imageio.v2 as imageio
+
+            writer = imageio.get_writer(
+                tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=quality,
+                pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error",
+            )
+            try:
+                for frame in _even(frames):
+                    writer.append_data(frame)
+            finally:
+                writer.close()
+        elif suffix in (".gif", ".webp"):
+            images = [Image.fromarray(f) for f in frames]
+            duration = int(round(1000.0 / fps))
+            kwargs = {"lossless": False, "quality": 90} if suffix == ".webp" else {"optimize": False}
+            images[0].save(tmp, format=suffix[1:].upper(), save_all=True, append_images=images[1:],
+                           duration=duration, loop=0, **kwargs)
+        else:
+            Image.fromarray(contact_sheet(frames)).save(tmp, format="PNG")
+    return path
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Read a video file or a folder of frame images. Returns ``(frames uint8 (F,H,W,3), fps)``.
+
+    Raises :class:`ShanshuiError` for a missing, unsupported or unreadable input.
+    """
+    path = Path(path)
+    check(path.exists(), f"video '{path}' does not exist")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        check(bool(files), f"folder '{path}' holds no frame images ({', '.join(IMAGE_SUFFIXES)})")
+        files = files[:max_frames] if max_frames else files
+        frames = [_read_rgb(p) for p in files]
+        shapes = {f.shape for f in frames}
+        check(len(shapes) == 1, f"frames in '{path}' have different sizes: {sorted(shapes)}")
+        return np.stack(frames), 8.0
+    suffix = path.suffix.lower()
+    check(suffix in READABLE_VIDEO_SUFFIXES,
+          f"video '{path}' has suffix '{suffix}'; readable: {', '.join(READABLE_VIDEO_SUFFIXES)} or a folder of frames")
+    try:
+        if suffix in (".gif", ".webp"):
+            frames, fps = _read_pillow_animation(path, max_frames)
+        else:
+            frames, fps = _read_ffmpeg(path, max_frames)
+    except ShanshuiError:
+        raise
+    except Exception as exc:  # corrupt container, truncated stream, codec errors ...
+        raise ShanshuiError(f"cannot read video '{path}': {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    check(len(frames) > 0, f"video '{path}' contains no frames")
+    return np.stack(frames), fps
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as exc:
+        raise ShanshuiError(f"cannot read image '{path}': {type(exc).__name__}") from exc
+
+
+def _read_pillow_animation(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
+    frames, durations = [], []
+    with Image.open(path) as im:
+        n = getattr(im, "n_frames", 1)
+        for i in range(n if max_frames is None else min(n, max_frames)):
+            im.seek(i)
+            frames.append(np.asarray(im.convert("RGB")))
+            durations.append(im.info.get("duration", 125) or 125)
+    fps = 1000.0 / float(np.median(durations)) if durations else 8.0
+    return frames, fps
+
+
+def _read_ffmpeg(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(path, format="FFMPEG", ffmpeg_log_level="error")
+    try:
+        fps = float(reader.get_meta_data().get("fps", 8.0) or 8.0)
+        frames = []
+        for frame in reader:
+            frames.append(np.asarray(frame)[..., :3])
+            if max_frames and len(frames) >= max_frames:
+                break
+    finally:
+        reader.close()
+    return frames, fps
