@@ -18,6 +18,7 @@ from .errors import ShanshuiError
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("shanshui.commands.generate:generate", "Text -> landscape-painting video (NADM)."),
     "demo": ("shanshui.commands.demo:demo", "Generate the demo video with the bundled model."),
+    "data": ("shanshui.commands.data:data", "Dataset tools: synth, check, cache."),
 }
 
 EPILOG = """\b
