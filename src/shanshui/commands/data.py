@@ -6,7 +6,9 @@ import click
 
 from ..cli import LazyGroup
 
-DATA_COMMANDS: dict[str, tuple[str, str]] = {}
+DATA_COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("shanshui.commands.data_check:check", "Validate a (video, caption) folder and print its statistics."),
+}
 
 
 @click.group(cls=LazyGroup, lazy_commands=DATA_COMMANDS)
