@@ -1,0 +1,53 @@
+"""``shanshui demo``: the main job — a moving ink-wash landscape from a text prompt, on a CPU."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+DEMO_PROMPT = "Mountains, dense fog, red sun, boat on the lake, flying birds."
+
+RANDOM_MODEL_BANNER = """\
++--------------------------------------------------------------------------------+
+| NOTE: this package has no trained bundled model yet. The demo runs the full    |
+| pipeline on a tiny RANDOMLY INITIALISED model, so the video shows noise, not a |
+| landscape. Pass a real model to `shanshui generate --model ... --motion-module` |
++--------------------------------------------------------------------------------+"""
+
+
+def _random_pipeline():
+    from ..models.motion import build_video_unet
+    from ..models.presets import make_components
+    from ..pipelines.text_to_video import TextToVideoPipeline
+
+    c = make_components("tiny", seed=0)
+    unet = build_video_unet(c["unet"], c["motion_config"])
+    return TextToVideoPipeline(c["vae"], c["text_encoder"], c["tokenizer"], unet, c["scheduler"])
+
+
+@click.command()
+@click.option("--prompt", default=DEMO_PROMPT, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
+              help="Folder for demo.mp4, demo.gif and demo.png.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=int, default=25, show_default=True)
+@click.option("--frames", type=int, default=16, show_default=True)
+def demo(prompt, out_dir, seed, steps, frames):
+    """Generate the demo video (mp4, gif, png contact sheet) with the bundled model."""
+    from ..pipelines.loading import bundled_model_available
+    from ..pipelines.text_to_video import load_pipeline
+    from .generate import write_outputs
+
+    start = time.perf_counter()
+    if bundled_model_available():
+        pipe, size = load_pipeline(), None
+    else:
+        click.echo(RANDOM_MODEL_BANNER, err=True)
+        pipe, size = _random_pipeline(), 64
+    result = pipe(prompt, num_frames=frames, height=size, width=size, num_inference_steps=steps, seed=seed,
+                  interpolate_times=2)
+    paths = [out_dir / "demo.mp4", out_dir / "demo.gif", out_dir / "demo.png"]
+    write_outputs(result.frames[0], paths, fps=16.0)
+    click.echo(f"done in {time.perf_counter() - start:.1f} s — prompt: {prompt!r}")

@@ -1,0 +1,81 @@
+"""``shanshui generate``: text -> landscape-painting video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ShanshuiError, check
+from ..video_io import VIDEO_SUFFIXES
+
+EXAMPLES = """\b
+Examples:
+  shanshui generate "Mountains, dense fog, red sun, boat on the lake." -o mist.mp4
+  shanshui generate "Pines by a waterfall, light fog" --frames 16 --size 256 --seed 3 -o falls.gif
+  shanshui generate "Boat on the lake" --model ~/models/sd15 --motion-module nadm.safetensors \\
+      --size 512x320 --steps 25 --guidance 8 --sparse-causal temporal -o boat.webp
+"""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"256"`` -> (256, 256); ``"512x320"`` -> (width 512, height 320)."""
+    parts = text.lower().split("x")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise ShanshuiError(f"--size '{text}' must be N or WxH with integers, e.g. 256 or 512x320") from None
+    check(len(nums) in (1, 2), f"--size '{text}' must be N or WxH")
+    w, h = (nums[0], nums[0]) if len(nums) == 1 else nums
+    for name, v in (("width", w), ("height", h)):
+        check(v > 0 and v % 8 == 0, f"--size {name}={v} must be a positive multiple of 8")
+    return w, h
+
+
+def output_paths(out: Path) -> None:
+    check(out.suffix.lower() in VIDEO_SUFFIXES,
+          f"output '{out}' must end in one of {', '.join(VIDEO_SUFFIXES)}")
+
+
+def write_outputs(frames, paths: list[Path], fps: float) -> None:
+    from ..video_io import write_video
+
+    for path in paths:
+        write_video(frames, path, fps=fps)
+        click.echo(f"wrote {path}")
+
+
+@click.command(epilog=EXAMPLES)
+@click.argument("prompt")
+@click.option("--negative", default=None, help="Negative prompt (what to avoid).")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="SD 1.5 diffusers folder or single .safetensors/.ckpt. Default: the bundled model.")
+@click.option("--motion-module", type=click.Path(path_type=Path), default=None,
+              help="Motion module: NADM .safetensors, AnimateDiff .ckpt/.safetensors, or diffusers folder.")
+@click.option("--frames", type=int, default=16, show_default=True, help="Frames before interpolation.")
+@click.option("--size", default=None, help="N or WxH, multiples of 8. Default: the model's native size.")
+@click.option("--steps", type=int, default=25, show_default=True, help="DDIM steps.")
+@click.option("--guidance", type=float, default=8.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--sparse-causal", type=click.Choice(["temporal", "spatial", "off"]), default=None,
+              help="Override the module's second temporal attention (default: as trained).")
+@click.option("--interpolate/--no-interpolate", default=True, show_default=True,
+              help="SOFP frame interpolation after decoding (N -> 2N-1 per doubling).")
+@click.option("--interp-times", type=click.Choice(["2", "4", "8"]), default="2", show_default=True)
+@click.option("--fps", type=float, default=8.0, show_default=True, help="Frame rate of the written video.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
+              help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
+def generate(prompt, negative, model, motion_module, frames, size, steps, guidance, seed, sparse_causal,
+             interpolate, interp_times, fps, device, out):
+    """Generate a landscape-painting video from PROMPT."""
+    output_paths(out)
+    width, height = parse_size(size) if size else (None, None)
+    check(fps > 0, f"--fps={fps} must be > 0")
+    from ..pipelines.text_to_video import load_pipeline
+
+    pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device)
+    times = int(interp_times) if interpolate else 1
+    result = pipe(prompt, negative_prompt=negative, num_frames=frames, height=height, width=width,
+                  num_inference_steps=steps, guidance_scale=guidance, seed=seed, interpolate_times=times)
+    write_outputs(result.frames[0], [out], fps=fps * (times if times > 1 else 1))

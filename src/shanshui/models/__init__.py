@@ -1,0 +1,1 @@
+"""Models: the NADM motion module on top of diffusers' UNetMotionModel, its loaders, the noise adapter."""

@@ -1,0 +1,223 @@
+"""Text -> landscape-painting video (NADM): a frozen SD 1.5 image model inflated with a NADM motion module,
+sampled with DDIM and classifier-free guidance, decoded in chunks, optionally smoothed by SOFP interpolation.
+
+Defaults (NADM §IV-A-2): 25 DDIM steps, guidance 8, linear betas 0.00085–0.012, 16 frames.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from ..errors import ShanshuiError, check
+
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 8.0
+DEFAULT_FRAMES = 16
+
+
+@dataclass
+class VideoOutput:
+    """``frames``: ``(b, f, h, w, 3)`` float32 in [0, 1] (numpy), torch ``(b, f, 3, h, w)``, PIL lists, or
+    latents ``(b, c, f, h/8, w/8)``, depending on ``output_type``."""
+
+    frames: object
+    latents: torch.Tensor | None = None
+
+
+class TextToVideoPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                              scheduler=scheduler)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def max_frames(self) -> int:
+        return int(self.unet.config.motion_max_seq_length)
+
+    def check_inputs(self, prompt, negative_prompt, num_frames, height, width, steps, guidance, chunk) -> None:
+        check(isinstance(prompt, str) and prompt.strip() != "", "prompt must be a non-empty string")
+        check(negative_prompt is None or isinstance(negative_prompt, str), "negative_prompt must be a string")
+        for name, v in (("height", height), ("width", width)):
+            check(isinstance(v, int) and v > 0 and v % 8 == 0, f"{name}={v} must be a positive multiple of 8")
+            check(v % self.vae_scale_factor == 0, f"{name}={v} must be a multiple of {self.vae_scale_factor}")
+        check(isinstance(num_frames, int) and num_frames >= 2, f"frames={num_frames} must be >= 2")
+        check(num_frames <= self.max_frames,
+              f"frames={num_frames} exceeds this motion module's window of {self.max_frames} frames "
+              f"(longer videos need the long-video mode, which is not available yet)")
+        check(isinstance(steps, int) and steps >= 1, f"steps={steps} must be >= 1")
+        check(guidance >= 0 and np.isfinite(guidance), f"guidance={guidance} must be a finite number >= 0")
+        check(chunk >= 1, f"decode_chunk_size={chunk} must be >= 1")
+
+    def encode_prompt(self, prompt: str, negative_prompt: str | None, cfg: bool) -> torch.Tensor:
+        """``(1 or 2, 77, d)`` text embeddings, ``[negative, positive]`` when guidance is on."""
+        def embed(text: str) -> torch.Tensor:
+            ids = self.tokenizer([text], padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids
+            return self.text_encoder(ids.to(self._execution_device))[0]
+
+        pos = embed(prompt)
+        if not cfg:
+            return pos.to(self.text_encoder.dtype)
+        neg = embed(negative_prompt or "")
+        return torch.cat([neg, pos]).to(self.text_encoder.dtype)
+
+    def prepare_latents(self, shape, dtype, generator, latents=None) -> torch.Tensor:
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=dtype)
+        else:
+            check(tuple(latents.shape) == tuple(shape), f"latents shape {tuple(latents.shape)} != {tuple(shape)}")
+            latents = latents.to(self._execution_device, dtype)
+        return latents * self.scheduler.init_noise_sigma
+
+    def predict_noise(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
+        """One guided ε prediction for a latent video ``(b, c, f, h, w)``."""
+        cfg = guidance_scale > 1.0
+        model_in = torch.cat([latents] * 2) if cfg else latents
+        model_in = self.scheduler.scale_model_input(model_in, t)
+        frames = latents.shape[2]
+        cond = text_embeds.repeat_interleave(frames, dim=0)
+        eps = self.unet(model_in, t, encoder_hidden_states=cond).sample
+        if cfg:
+            eps_u, eps_c = eps.chunk(2)
+            eps = eps_u + guidance_scale * (eps_c - eps_u)
+        return eps
+
+    def decode_latents(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """``(b, c, f, h, w)`` latents -> ``(b, f, 3, H, W)`` float32 images in [0, 1], ``chunk`` frames at a time."""
+        b, c, f, h, w = latents.shape
+        z = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / self.vae.config.scaling_factor
+        images = torch.cat([self.vae.decode(z[i : i + chunk]).sample for i in range(0, b * f, chunk)])
+        images = (images.float() / 2 + 0.5).clamp(0, 1)
+        return images.reshape(b, f, *images.shape[1:])
+
+    # ------------------------------------------------------------------ main
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        negative_prompt: str | None = None,
+        num_frames: int = DEFAULT_FRAMES,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        eta: float = 0.0,
+        latents: torch.Tensor | None = None,
+        output_type: str = "np",
+        decode_chunk_size: int = 16,
+        interpolate_times: int = 1,
+        interpolation_flow: str = "dis",
+        progress: bool = True,
+    ) -> VideoOutput:
+        """Generate a video for ``prompt``. See the module docstring for defaults."""
+        # 1. Check inputs
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        self.check_inputs(prompt, negative_prompt, num_frames, height, width, num_inference_steps,
+                          guidance_scale, decode_chunk_size)
+        check(output_type in ("np", "pt", "pil", "latent"), f"output_type='{output_type}' must be np|pt|pil|latent")
+        check(interpolate_times in (1, 2, 4, 8), f"interpolate_times={interpolate_times} must be 1, 2, 4 or 8")
+        if generator is None and seed is not None:
+            generator = torch.Generator(device="cpu").manual_seed(int(seed))
+
+        # 2. Encode the prompt
+        text_embeds = self.encode_prompt(prompt, negative_prompt, cfg=guidance_scale > 1.0)
+
+        # 3. Timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        timesteps = self.scheduler.timesteps
+
+        # 4. Initial noise
+        shape = (1, self.unet.config.in_channels, num_frames,
+                 height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = self.prepare_latents(shape, text_embeds.dtype, generator, latents)
+        step_kwargs = self._step_kwargs(generator, eta)
+
+        # 5. Denoise
+        with tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False) as bar:
+            for t in timesteps:
+                eps = self.predict_noise(latents, t, text_embeds, guidance_scale)
+                latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+                bar.update()
+        if output_type == "latent":
+            return VideoOutput(frames=latents, latents=latents)
+
+        # 6. Decode
+        video = self.decode_latents(latents, decode_chunk_size)                 # (b, f, 3, H, W)
+
+        # 7. Optional frame interpolation (SOFP), on decoded RGB frames
+        if interpolate_times > 1:
+            video = self._interpolate(video, interpolate_times, interpolation_flow)
+        return VideoOutput(frames=self._postprocess(video, output_type), latents=latents)
+
+    def _step_kwargs(self, generator, eta) -> dict:
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs = {}
+        if "eta" in params:
+            kwargs["eta"] = eta
+        if "generator" in params:
+            kwargs["generator"] = generator
+        return kwargs
+
+    @staticmethod
+    def _interpolate(video: torch.Tensor, times: int, flow: str) -> torch.Tensor:
+        from ..flow import interpolate
+
+        out = []
+        for clip in video:                                                       # (f, 3, H, W)
+            frames = clip.permute(0, 2, 3, 1).cpu().numpy()                     # (f, H, W, 3)
+            out.append(torch.from_numpy(np.ascontiguousarray(interpolate(frames, times=times, flow=flow))))
+        return torch.stack(out).permute(0, 1, 4, 2, 3)                            # (b, f', 3, H, W)
+
+    @staticmethod
+    def _postprocess(video: torch.Tensor, output_type: str):
+        if output_type == "pt":
+            return video
+        frames = video.permute(0, 1, 3, 4, 2).cpu().float().numpy()              # (b, f, H, W, 3)
+        if output_type == "np":
+            return frames
+        from PIL import Image
+
+        return [[Image.fromarray((f * 255).round().astype(np.uint8)) for f in clip] for clip in frames]
+
+
+def load_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
+                  sparse_causal: str | None = None, device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32) -> TextToVideoPipeline:
+    """Build the pipeline from local files. ``model=None`` -> the bundled model (and its motion module)."""
+    from ..models.motion import build_video_unet, set_temporal_attention
+    from ..models.motion_io import load_motion_module
+    from ..schedulers import make_scheduler
+    from .loading import BUNDLED_DIR, BUNDLED_MOTION, bundled_model_available, load_base_components
+
+    if model is None:
+        if not bundled_model_available():
+            raise ShanshuiError("no bundled model is installed in this package; pass --model PATH")
+        model, motion_module = BUNDLED_DIR, motion_module or BUNDLED_MOTION
+    check(motion_module is not None, "a motion module is required (--motion-module PATH)")
+    components = load_base_components(model, dtype)
+    state, config = load_motion_module(motion_module)
+    video_unet = build_video_unet(components["unet"], config, state)
+    if sparse_causal is not None:
+        set_temporal_attention(video_unet, sparse_causal, config.versatile)
+    pipe = TextToVideoPipeline(vae=components["vae"], text_encoder=components["text_encoder"],
+                               tokenizer=components["tokenizer"], unet=video_unet, scheduler=make_scheduler())
+    pipe.to(device=device, dtype=dtype)
+    return pipe
