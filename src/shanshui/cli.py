@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("shanshui.commands.generate:generate", "Text -> landscape-painting video (NADM)."),
     "demo": ("shanshui.commands.demo:demo", "Generate the demo video with the bundled model."),
     "data": ("shanshui.commands.data:data", "Dataset tools: synth, check, cache."),
+    "interpolate": ("shanshui.commands.interpolate:interpolate", "SOFP frame interpolation of a video."),
 }
 
 EPILOG = """\b

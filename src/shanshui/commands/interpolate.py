@@ -1,0 +1,41 @@
+"""``shanshui interpolate``: SOFP frame interpolation of a video file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import check
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("video", type=click.Path(dir_okay=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output video (.mp4, .gif, .webp, or .png contact sheet).")
+@click.option("--times", type=click.Choice(["2", "4", "8"]), default="2", show_default=True,
+              help="Frame-count multiplier: N frames become (N-1)*times+1.")
+@click.option("--flow", "flow", type=click.Choice(["dis", "farneback", "tvl1", "raft"]), default="dis",
+              show_default=True, help="Optical-flow backend.")
+@click.option("--raft-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Local RAFT checkpoint (.pth or .safetensors, official key layout); needed by --flow raft.")
+@click.option("--method", type=click.Choice(["sofp", "halfwarp", "nadm-demo", "linear"]), default="sofp",
+              show_default=True, help="Interpolation method (the others are baselines).")
+@click.option("--fps", type=float, default=None,
+              help="Output frame rate (default: input fps × times, so the clip keeps its duration).")
+def interpolate(video: Path, output: Path, times: str, flow: str, raft_weights: Path | None, method: str,
+                fps: float | None) -> None:
+    """Insert frames between the frames of VIDEO (mp4, gif, webp or a folder of frames) and write OUTPUT."""
+    from ..flow import interpolate as run_interpolation
+    from ..video_io import read_video, write_video
+
+    check(flow != "raft" or raft_weights is not None,
+          "--flow raft needs --raft-weights PATH (a local RAFT checkpoint, e.g. raft-things.pth)")
+    check(raft_weights is None or flow == "raft", f"--raft-weights is only used with --flow raft (got --flow {flow})")
+    check(fps is None or fps > 0, f"--fps {fps} must be > 0")
+    frames, in_fps = read_video(video)
+    check(len(frames) >= 2, f"video '{video}' has {len(frames)} frame; interpolation needs at least 2")
+    flow_opts = {"weights": str(raft_weights)} if flow == "raft" else None
+    out = run_interpolation(frames, times=int(times), method=method, flow=flow, flow_opts=flow_opts)
+    path = write_video(out, output, fps=fps or in_fps * int(times))
+    click.echo(f"{len(frames)} -> {len(out)} frames ({method}, flow {flow}): {path}")
