@@ -60,8 +60,20 @@ def cli() -> None:
     """Shanshui (山水): bring landscape paintings to life with diffusion models."""
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal for our own messages: no weight-loading bars or hub chatter from dependencies."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the process exit code."""
+    _quiet_libraries()
     try:
         cli.main(args=argv, prog_name="shanshui", standalone_mode=False)
     except ShanshuiError as exc:

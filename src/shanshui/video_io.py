@@ -169,7 +169,7 @@ def _read_pillow_animation(path: Path, max_frames: int | None) -> tuple[list[np.
 def _read_ffmpeg(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float]:
     import imageio.v2 as imageio
 
-    reader = imageio.get_reader(path, format="FFMPEG", ffmpeg_log_level="error")
+    reader = imageio.get_reader(path, format="FFMPEG")
     try:
         fps = float(reader.get_meta_data().get("fps", 8.0) or 8.0)
         frames = []

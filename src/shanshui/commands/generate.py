@@ -37,6 +37,13 @@ def output_paths(out: Path) -> None:
           f"output '{out}' must end in one of {', '.join(VIDEO_SUFFIXES)}")
 
 
+def check_cheap(frames: int, steps: int, guidance: float) -> None:
+    """Validate what needs no model, before any weights are loaded."""
+    check(frames >= 2, f"frames={frames} must be >= 2")
+    check(steps >= 1, f"steps={steps} must be >= 1")
+    check(guidance >= 0 and guidance == guidance, f"guidance={guidance} must be a finite number >= 0")
+
+
 def write_outputs(frames, paths: list[Path], fps: float) -> None:
     from ..video_io import write_video
 
@@ -72,6 +79,7 @@ def generate(prompt, negative, model, motion_module, frames, size, steps, guidan
     output_paths(out)
     width, height = parse_size(size) if size else (None, None)
     check(fps > 0, f"--fps={fps} must be > 0")
+    check_cheap(frames, steps, guidance)
     from ..pipelines.text_to_video import load_pipeline
 
     pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device)

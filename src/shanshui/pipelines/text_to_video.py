@@ -128,8 +128,9 @@ class TextToVideoPipeline(DiffusionPipeline):
     ) -> VideoOutput:
         """Generate a video for ``prompt``. See the module docstring for defaults."""
         # 1. Check inputs
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        native = self.unet.config.sample_size * self.vae_scale_factor
+        height = native if height is None else height
+        width = native if width is None else width
         self.check_inputs(prompt, negative_prompt, num_frames, height, width, num_inference_steps,
                           guidance_scale, decode_chunk_size)
         check(output_type in ("np", "pt", "pil", "latent"), f"output_type='{output_type}' must be np|pt|pil|latent")
