@@ -283,7 +283,8 @@ def raft_flow(a: np.ndarray, b: np.ndarray, weights: str | os.PathLike, iters: i
         _CACHE[key] = load_raft(p, device)
     model = _CACHE[key]
     h, w = a.shape[:2]
-    ph, pw = (-h) % 8, (-w) % 8
+    # pad (replicate) to multiples of 8 and to >= 128 px: the coarsest correlation level must be >= 2 px
+    ph, pw = max((-h) % 8, 128 - h), max((-w) % 8, 128 - w)
     pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)  # left, right, top, bottom
     x = torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2).float().to(device)  # (2, 3, H, W)
     x = F.pad(x, pads, mode="replicate")
