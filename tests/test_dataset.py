@@ -118,6 +118,18 @@ def test_scan_sidecars_finds_pairs_and_reasons(sidecar_dir):
     assert [(p.name, r) for p, r in index.skipped] == [("nocap.mp4", "no caption (expected 'nocap.txt')")]
 
 
+def test_folder_of_clips_with_a_thumbnail_is_not_a_frame_folder(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(grey_frames(4, 8, 8), clips / "x.gif", fps=10)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(clips / "thumb.png")
+    write_frame_folder(tmp_path / "frames", grey_frames(3, 8, 8))
+    (tmp_path / "frames.txt").write_text("a frame folder")
+    index = scan_dataset(tmp_path)
+    assert [it.video.name for it in index.items] == ["frames"]
+    assert [(p.name, r) for p, r in index.skipped] == [("x.gif", "no caption (expected 'clips/x.txt')")]
+
+
 def test_dataset_skips_and_counts_corrupt_short_and_captionless(sidecar_dir, caplog):
     with caplog.at_level(logging.WARNING, logger="shanshui.data"):
         ds = VideoTextDataset(sidecar_dir, size=32, seed=1)
@@ -196,7 +208,8 @@ def test_file_broken_mid_stream_is_replaced_deterministically(tmp_path, caplog):
         ds = VideoTextDataset(root, frames=4, stride=2, size=16, seed=0)
         bad = [it.video.name for it in ds.items].index("broken")
         first, again = ds[bad], ds[bad]
-    assert first["replaced"] and first["index"] != bad and first["caption"] == ds.items[first["index"]].caption
+    assert first["replaced"] and first["index"] != bad
+    assert first["caption"] == ds.items[first["index"]].caption
     assert again["index"] == first["index"] and again["start"] == first["start"]
     assert list(ds.bad_items) == [bad] and "cannot read frame" in ds.bad_items[bad]
     assert ds.counters()["bad_at_load"] == 1 and ds.counters()["replaced_samples"] == 2
@@ -227,13 +240,15 @@ def test_manifest_jsonl_and_csv(tmp_path):
     write_frame_folder(root / "clips" / "000001", grey_frames(12, 20, 30))
     write_video(grey_frames(12, 20, 30), root / "clips" / "000002.gif", fps=10)
     lines = [
-        {"video": "clips/000001/", "caption": "Ink mountains", "fps": 12, "seed": 4, "attributes": {"fog": 1}},
+        {"video": "clips/000001/", "caption": "Ink mountains", "fps": 12, "seed": 4,
+         "attributes": {"fog": 1}},
         {"video": "clips/000002.gif", "caption": "Red sun over the lake"},
         {"video": "clips/000003.mp4", "caption": "missing file"},
         {"video": "clips/000002.gif"},
         {"video": "clips/000002.txt", "caption": "wrong type"},
     ]
-    text = "\n".join(json.dumps(x) for x in lines[:2]) + "\n{not json\n" + "\n".join(json.dumps(x) for x in lines[2:])
+    rows = [json.dumps(x) for x in lines]
+    text = "\n".join(rows[:2] + ["{not json"] + rows[2:])
     (root / "metadata.jsonl").write_text(text + "\n\n")
     (root / "clips" / "000002.txt").write_text("x")
     index = scan_dataset(root)
@@ -311,7 +326,8 @@ def test_data_check_cli(sidecar_dir, tmp_path, capsys):
     empty.mkdir()
     assert main(["data", "check", str(empty)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: dataset folder '{empty}' holds no (video, caption) pairs")
+    assert len(err) == 1
+    assert err[0].startswith(f"error: dataset folder '{empty}' holds no (video, caption) pairs")
     assert main(["data", "check", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.strip() == f"error: dataset folder '{tmp_path / 'missing'}' does not exist"
     (empty / "bad.gif").write_bytes(b"GIF89a broken")
@@ -319,4 +335,5 @@ def test_data_check_cli(sidecar_dir, tmp_path, capsys):
     assert main(["data", "check", str(empty)]) == 2
     captured = capsys.readouterr()
     assert "unreadable: bad.gif" in captured.out
-    assert captured.err == f"error: no usable (video, caption) pair in '{empty}' (1 problem(s) listed above)\n"
+    expected = f"error: no usable (video, caption) pair in '{empty}' (1 problem(s) listed above)\n"
+    assert captured.err == expected

@@ -76,13 +76,19 @@ def check(directory: Path, json_out: Path | None, frames: int, stride: int, deep
     its pairs is usable, or (with --strict) any entry is unusable.
     """
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..data.index import dataset_stats, empty_dataset_message, scan_dataset
     from ..video_io import atomic_output
 
     index = scan_dataset(directory)
     require(bool(index.items or index.skipped), empty_dataset_message(index))
-    stats = dataset_stats(index, frames=frames, stride=stride, count_frames=deep, workers=workers)
+    err_console = Console(stderr=True)
+    with Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
+        task = progress.add_task("probe", total=len(index.items))
+        stats = dataset_stats(index, frames=frames, stride=stride, count_frames=deep, workers=workers,
+                              on_done=lambda: progress.advance(task))
     render(stats, Console(width=120, soft_wrap=True))
     if json_out is not None:
         with atomic_output(json_out) as tmp:
@@ -90,6 +96,8 @@ def check(directory: Path, json_out: Path | None, frames: int, stride: int, deep
         click.echo(f"wrote {json_out}")
     usable = stats["count"] - len(stats["too_short"])
     problems = len(stats["unreadable"]) + len(stats["skipped"]) + len(stats["too_short"])
-    require(usable > 0, f"no usable (video, caption) pair in '{directory}' ({problems} problem(s) listed above)")
+    require(usable > 0,
+            f"no usable (video, caption) pair in '{directory}' ({problems} problem(s) listed above)")
     require(not (strict and problems),
-            f"'{directory}': {problems} unusable entr{'y' if problems == 1 else 'ies'} (listed above; --strict)")
+            f"'{directory}': {problems} unusable entr{'y' if problems == 1 else 'ies'} "
+            "(listed above; --strict)")

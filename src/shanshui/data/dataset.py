@@ -56,6 +56,9 @@ class VideoTextDataset(Dataset):
     decoded is logged once, remembered in :attr:`bad_items` and replaced by another item chosen from
     ``(seed, epoch, index)``, so a DataLoader never stops on it. The counters live in each process:
     with DataLoader workers, sum ``sample["replaced"]`` in the training loop to see them all.
+
+    Call :meth:`set_epoch` before iterating each epoch. DataLoader workers copy the dataset when they
+    start, so with ``persistent_workers=True`` they would keep the old epoch: leave that option off.
     """
 
     def __init__(self, root: str | os.PathLike, frames: int = 8, stride: int = 4, size: int = 256,
@@ -85,7 +88,8 @@ class VideoTextDataset(Dataset):
                 self.items.append(item)
                 self.infos.append(info)
         if not self.items:
-            raise ShanshuiError(empty_dataset_message(self.index, problems=self.skipped[len(self.index.skipped):]))
+            probe_problems = self.skipped[len(self.index.skipped):]
+            raise ShanshuiError(empty_dataset_message(self.index, problems=probe_problems))
         if self.skipped:
             shown = "; ".join(f"{p}: {r}" for p, r in self.skipped[:3])
             more = f" (and {len(self.skipped) - 3} more)" if len(self.skipped) > 3 else ""

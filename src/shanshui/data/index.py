@@ -29,7 +29,7 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 from ..errors import check
@@ -59,11 +59,6 @@ class DatasetIndex:
     source: str
     items: list[VideoItem]
     skipped: list[tuple[Path, str]]
-
-    def describe(self) -> str:
-        """One line: where the entries came from and how many were kept."""
-        return (f"{len(self.items)} item(s) from {self.source} in '{self.root}', "
-                f"{len(self.skipped)} entry(ies) skipped")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -147,14 +142,14 @@ def _scan_csv(root: Path, manifest: Path, skipped: list) -> list[VideoItem]:
 
 
 def _is_frame_folder(folder: Path) -> bool:
-    """A folder of frames holds images and no ``.txt`` caption (a folder with captions holds videos)."""
+    """A folder of frames holds images, and neither captions nor videos (those make it a folder of clips)."""
     try:
-        names = [p.name for p in folder.iterdir()]
+        suffixes = {Path(n).suffix.lower() for n in os.listdir(folder) if not n.startswith(".")}
     except OSError:
         return False
-    if any(n.lower().endswith(".txt") for n in names):
+    if ".txt" in suffixes or suffixes & (set(VIDEO_FILE_SUFFIXES) - set(IMAGE_SUFFIXES)):
         return False
-    return any(Path(n).suffix.lower() in IMAGE_SUFFIXES and not n.startswith(".") for n in names)
+    return bool(suffixes & set(IMAGE_SUFFIXES))
 
 
 def _scan_sidecars(root: Path, skipped: list) -> list[VideoItem]:
@@ -223,9 +218,12 @@ def empty_dataset_message(index: DatasetIndex, problems: Sequence[tuple[Path, st
 # Probing
 
 
-def probe_items(items: Sequence[VideoItem], workers: int = 4,
-                count_frames: bool = False) -> list[VideoInfo | DecodeError]:
-    """Probe every item (in threads: the decoders release the GIL). Failures come back as the error."""
+def probe_items(items: Sequence[VideoItem], workers: int = 4, count_frames: bool = False,
+                on_done: Callable[[], None] | None = None) -> list[VideoInfo | DecodeError]:
+    """Probe every item (in threads: the decoders release the GIL). Failures come back as the error.
+
+    ``on_done`` is called once per probed item (for a progress bar).
+    """
 
     def one(item: VideoItem):
         try:
@@ -234,6 +232,9 @@ def probe_items(items: Sequence[VideoItem], workers: int = 4,
             return exc
         except Exception as exc:  # a decoder crashing on a corrupt file is still "this file is bad"
             return DecodeError(f"cannot read '{item.video}': {type(exc).__name__}: {exc}")
+        finally:
+            if on_done is not None:
+                on_done()
 
     if workers <= 1 or len(items) <= 1:
         return [one(it) for it in items]
@@ -263,19 +264,21 @@ def _fps_key(fps: float | None) -> str:
 
 
 def dataset_stats(index: DatasetIndex, frames: int = 8, stride: int = 4, count_frames: bool = False,
-                  workers: int = 4) -> dict[str, Any]:
+                  workers: int = 4, on_done: Callable[[], None] | None = None) -> dict[str, Any]:
     """The numbers a dataset paper reports, as a JSON-ready dict.
 
     ``count``: readable items; ``duration_s`` / ``num_frames`` / ``caption_words``: min, median, max (and
     total seconds); ``resolutions`` and ``fps``: histograms (most common first); ``too_short``: readable
     items shorter than one clip of ``frames`` at ``stride``; ``unreadable`` and ``skipped``:
-    ``[path, reason]`` lists (files that failed to decode, and manifest/sidecar problems).
+    ``[path, reason]`` lists (files that failed to decode, and manifest/sidecar problems). With
+    ``count_frames`` every video is decoded to the end (exact counts, corrupt streams found; slow).
     """
-    infos = probe_items(index.items, workers=workers, count_frames=count_frames)
+    infos = probe_items(index.items, workers=workers, count_frames=count_frames, on_done=on_done)
     root = index.root
     rel = lambda p: str(p.relative_to(root)) if Path(p).is_relative_to(root) else str(p)  # noqa: E731
     readable = [(it, inf) for it, inf in zip(index.items, infos) if isinstance(inf, VideoInfo)]
-    unreadable = [[rel(it.video), str(inf)] for it, inf in zip(index.items, infos) if isinstance(inf, DecodeError)]
+    unreadable = [[rel(it.video), str(inf)] for it, inf in zip(index.items, infos)
+                  if isinstance(inf, DecodeError)]
     durations = [inf.duration for _, inf in readable if inf.duration is not None]
     res: dict[str, int] = {}
     fps: dict[str, int] = {}
