@@ -285,6 +285,12 @@ def test_empty_and_missing_dataset_errors(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "0001.png")
     with pytest.raises(ShanshuiError, match="1 loose image"):
         VideoTextDataset(tmp_path)
+    write_video(grey_frames(5, 8, 8), tmp_path / "brief.gif", fps=10)
+    (tmp_path / "brief.txt").write_text("five frames")
+    with pytest.raises(ShanshuiError, match="5 frame.*needs 29; clips need fewer frames or a smaller stride"):
+        VideoTextDataset(tmp_path)
+    assert len(VideoTextDataset(tmp_path, frames=3, stride=2, size=8)) == 1
+    (tmp_path / "brief.gif").unlink()
     (tmp_path / "only.mp4").write_bytes(b"\x00" * 100)
     (tmp_path / "only.txt").write_text("a caption")
     with pytest.raises(ShanshuiError, match=r"no usable \(video, caption\) pair: 1 entry\(ies\).*only.mp4"):

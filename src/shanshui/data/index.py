@@ -202,8 +202,10 @@ def empty_dataset_message(index: DatasetIndex, problems: Sequence[tuple[Path, st
     problems = list(index.skipped) + list(problems)
     if problems:
         first = problems[0]
+        hint = ("; clips need fewer frames or a smaller stride"
+                if all("too short" in reason for _, reason in problems) else "")
         return (f"dataset folder '{root}' has no usable (video, caption) pair: {len(problems)} entry(ies) "
-                f"from {index.source} were skipped, e.g. '{first[0]}': {first[1]} "
+                f"from {index.source} were skipped, e.g. '{first[0]}': {first[1]}{hint} "
                 f"(run 'shanshui data check {root}' for the full list)")
     if index.source != ".txt sidecar captions":
         return f"dataset folder '{root}': {index.source} lists no videos"
