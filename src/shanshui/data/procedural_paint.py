@@ -320,30 +320,35 @@ def pine(canvas: np.ndarray, rng: np.random.Generator, root, height: float, s: f
 def boat(rng: np.random.Generator, win: Window, s: float, centre, length: float, facing: float
          ) -> tuple[np.ndarray, np.ndarray]:
     """A small sampan with a woven canopy and a standing boatman poling it, with a faint reflection."""
-    canvas = np.zeros((win.h, win.w), np.uint8)
+    ink = np.zeros((win.h, win.w), np.uint8)
+    cover = np.zeros_like(ink)  # where the boat hides the water (its canopy is paper-light, not glass)
     cx, cy = centre[0] - win.x0, centre[1] - win.y0
     L = length
     u = np.linspace(-0.5, 0.5, 12)
     deck = np.stack([cx + u * L, cy - 0.08 * L * (np.abs(u) * 2) ** 2.2], 1)  # raised bow and stern
     keel = np.stack([cx + u[::-1] * L * 0.86, cy + 0.11 * L * (1 - (u[::-1] * 2) ** 2)], 1)
-    draw_polygon(canvas, np.concatenate([deck, keel]), 235)
+    hull = np.concatenate([deck, keel])
     canopy = np.stack([cx - facing * 0.05 * L + np.linspace(-0.2, 0.2, 7) * L,
                        cy - 0.02 * L - 0.17 * L * np.sin(np.linspace(0, np.pi, 7))], 1)
-    draw_polygon(canvas, canopy, 150)
-    draw_polyline(canvas, canopy, max(1.0, 0.6 * s), 230)
+    for shape in (hull, canopy):
+        draw_polygon(cover, shape, 255)
+    draw_polygon(ink, hull, 245)
+    draw_polygon(ink, canopy, 130)
+    draw_polyline(ink, canopy, max(1.0, 0.6 * s), 235)
     man_x = cx - facing * 0.34 * L
-    draw_polyline(canvas, [(man_x, cy - 0.04 * L), (man_x + facing * 0.02 * L, cy - 0.26 * L)], max(1.0, 0.9 * s), 240)
-    draw_disc(canvas, (man_x + facing * 0.025 * L, cy - 0.3 * L), 0.045 * L + 0.3, 240)
-    draw_polyline(canvas, [(man_x - facing * 0.25 * L, cy + 0.18 * L), (man_x + facing * 0.1 * L, cy - 0.4 * L)],
+    draw_polyline(ink, [(man_x, cy - 0.04 * L), (man_x + facing * 0.02 * L, cy - 0.26 * L)], max(1.0, 0.9 * s), 250)
+    draw_disc(ink, (man_x + facing * 0.025 * L, cy - 0.3 * L), 0.045 * L + 0.3, 250)
+    draw_polyline(ink, [(man_x - facing * 0.25 * L, cy + 0.18 * L), (man_x + facing * 0.1 * L, cy - 0.4 * L)],
                   1, 170)  # the pole
-    dens = canvas.astype(np.float32) / 255.0
+    dens = ink.astype(np.float32) / 255.0
+    body = cover.astype(np.float32) / 255.0
     reflection = np.zeros_like(dens)
     k = int(round(0.25 * L))
     rows = slice(int(cy) + 1, min(win.h, int(cy) + 1 + k))
     src = dens[int(cy) - (rows.stop - rows.start) + 1: int(cy) + 1][::-1]
     if src.shape[0] == rows.stop - rows.start and rows.stop > rows.start:
         reflection[rows] = 0.22 * cv2.GaussianBlur(src, (0, 0), 0.7 * s)
-    return wash(np.maximum(dens, reflection), INK)
+    return ink_over_paper(body, np.maximum(dens, reflection * (1 - body)))
 
 
 def birds(rng: np.random.Generator, win: Window, s: float, centre, spread: float, count: int
@@ -357,7 +362,7 @@ def birds(rng: np.random.Generator, win: Window, s: float, centre, spread: float
         lift = rng.uniform(-0.5, 0.9) * span * 0.6
         left = [(bx - span, by - lift), (bx - 0.45 * span, by - 0.35 * span - 0.3 * lift), (bx, by)]
         right = [(bx, by), (bx + 0.45 * span, by - 0.35 * span - 0.3 * lift), (bx + span, by - lift)]
-        draw_polyline(canvas, left + right[1:], max(1.0, 0.7 * s), 230)
+        draw_polyline(canvas, left + right[1:], max(1.0, 0.55 * s), 255)
     return wash(canvas.astype(np.float32) / 255.0, INK)
 
 
