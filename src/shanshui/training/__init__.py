@@ -1,0 +1,1 @@
+"""Training NADM motion modules: config, step, loop, checkpoints, latent cache (see docs/training.md)."""

@@ -1,0 +1,100 @@
+"""One NADM training step as a function of its inputs (SPEC §0, §1.2).
+
+``L = λ_diff·||ε − ε_θ(z_t, t, τ(y))||² + λ_con·L_con(g(ε_θ))``. Every random draw of the step (posterior
+sample, text dropout, noise, timesteps) comes from the ``generator`` argument, in a fixed order, on the CPU,
+so a step is reproducible on any device and the raw-video and latent-cache paths draw identical numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..losses import contrastive_loss_from_embeddings, diffusion_loss
+from .config import TrainConfig
+
+VAE_CHUNK = 16  # frames encoded at once
+
+
+def _randn(shape, generator: torch.Generator, device, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
+
+
+@torch.no_grad()
+def encode_pixels(vae, pixel_values: torch.Tensor, chunk: int = VAE_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(b, f, 3, H, W)`` in [-1, 1] -> VAE posterior ``(mean, std)``, each ``(b, c, f, H/8, W/8)`` float32.
+
+    Not yet multiplied by the VAE's scaling factor.
+    """
+    b, f = pixel_values.shape[:2]
+    x = pixel_values.flatten(0, 1).to(device=vae.device, dtype=vae.dtype)              # (b·f, 3, H, W)
+    means, stds = [], []
+    for i in range(0, x.shape[0], chunk):
+        dist = vae.encode(x[i : i + chunk]).latent_dist
+        means.append(dist.mean.float())
+        stds.append(dist.std.float())
+    mean = torch.cat(means).unflatten(0, (b, f)).permute(0, 2, 1, 3, 4)                 # (b, c, f, h, w)
+    std = torch.cat(stds).unflatten(0, (b, f)).permute(0, 2, 1, 3, 4)                   # (b, c, f, h, w)
+    return mean.contiguous(), std.contiguous()
+
+
+@torch.no_grad()
+def encode_captions(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
+    """Captions -> ``(b, 77, d)`` CLIP hidden states (the UNet's cross-attention context)."""
+    ids = tokenizer(list(captions), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    return text_encoder(ids.to(text_encoder.device))[0]
+
+
+def training_step(batch: dict, models, noise_scheduler, cfg: TrainConfig, generator: torch.Generator,
+                  net=None) -> dict[str, torch.Tensor]:
+    """Compute the NADM loss of one batch. Returns ``loss`` (with graph), ``loss_diff``, ``loss_con`` (detached).
+
+    ``batch`` holds either ``pixel_values`` ``(b, f, 3, H, W)`` and ``caption`` (raw videos), or
+    ``latent_mean``/``latent_std`` ``(b, c, f, h, w)``, ``text_embeds`` ``(b, 77, d)`` and ``empty_text``
+    ``(77, d)`` (latent cache). ``net`` is the (possibly DDP-wrapped) :class:`TrainableNet`; default
+    ``models.net``.
+    """
+    net = models.net if net is None else net
+    lc, dc = cfg.loss, cfg.data
+    device = next(models.net.unet.parameters()).device
+
+    # 1. Clean latents z0 = (posterior sample or mean) · scaling factor
+    if "latent_mean" in batch:
+        mean, std = batch["latent_mean"].to(device).float(), batch["latent_std"].to(device).float()
+    else:
+        mean, std = encode_pixels(models.vae, batch["pixel_values"])
+    b, _, f = mean.shape[:3]
+    z0 = mean
+    if dc.latent_sampling == "sample":
+        z0 = mean + std * _randn(mean.shape, generator, device)                        # (b, c, f, h, w)
+    z0 = z0 * models.vae.config.scaling_factor
+
+    # 2. Text embeddings, with the caption dropped to "" with probability p (classifier-free guidance)
+    drop = torch.rand(b, generator=generator) < dc.text_dropout                         # (b,)
+    if "text_embeds" in batch:
+        text = batch["text_embeds"].to(device)
+        empty = batch["empty_text"].to(device=device, dtype=text.dtype)
+        text = torch.where(drop.to(device)[:, None, None], empty.expand_as(text), text)   # (b, 77, d)
+    else:
+        captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
+        text = encode_captions(models.tokenizer, models.text_encoder, captions)          # (b, 77, d)
+
+    # 3. Forward process z_t = sqrt(ᾱ_t)·z0 + sqrt(1-ᾱ_t)·ε
+    noise = _randn(z0.shape, generator, device)                                          # (b, c, f, h, w)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
+    noisy = noise_scheduler.add_noise(z0, noise, timesteps)                              # (b, c, f, h, w)
+
+    # 4. Predict the noise; the adapter embeds it only when the contrastive term is on
+    use_con = lc.lambda_con > 0
+    unet_dtype = next(models.net.unet.parameters()).dtype
+    text_frames = text.to(unet_dtype).repeat_interleave(f, dim=0)                        # (b·f, 77, d)
+    eps_pred, emb = net(noisy.to(unet_dtype), timesteps, text_frames, with_embeddings=use_con)
+
+    # 5. Losses
+    loss_diff = diffusion_loss(eps_pred, noise)
+    if use_con:
+        loss_con = contrastive_loss_from_embeddings(emb, m=lc.m, tau=lc.tau, positives=lc.positives)
+    else:
+        loss_con = torch.zeros((), device=device)
+    loss = lc.lambda_diff * loss_diff + lc.lambda_con * loss_con
+    return {"loss": loss, "loss_diff": loss_diff.detach(), "loss_con": loss_con.detach()}
