@@ -229,8 +229,8 @@ def mountain_range(rng: np.random.Generator, win: Window, s: float, ridge: Ridge
     edge_weight = 0.35 + 0.65 * nearness
     dens = tone * np.clip(np.maximum(np.maximum(contour * edge_weight, body_ink), 0.85 * folds * nearness), 0, 1)
     for cx in cliffs:  # dark wet rock framing a waterfall
-        near_fall = np.exp(-((xs - cx) / (3.5 * s)) ** 2)[None, :] * np.exp(-depth / (1.2 * fade))
-        dens = np.maximum(dens, tone * 0.9 * near_fall * (0.6 + 0.4 * fibres))
+        near_fall = np.exp(-((xs - cx) / (4.5 * s)) ** 2)[None, :] * np.exp(-depth / (1.6 * fade))
+        dens = np.maximum(dens, min(1.0, tone * 1.3) * near_fall * (0.65 + 0.35 * fibres))
     if nearness < 0.5:  # distant ranges are soft: the wet-in-wet wash of thin ink
         sigma = (1.4 - 2.0 * nearness) * s
         dens = cv2.GaussianBlur(dens, (0, 0), sigma)

@@ -185,7 +185,7 @@ class _Builder:
                                   "dense": (1.0, 0.85, 0.07)}[sc.fog]
         if L.random() >= chance:
             return
-        centre = ridge.base + fade * L.uniform(0.1, 0.5)
+        centre = ridge.base - ridge.height * L.uniform(0.0, 0.35)  # across the lower slopes of the range
         thickness = H * thick * L.uniform(0.8, 1.3)
         speed = sc.mist_speed * (0.6 + 0.5 * nearness)
         self.add_moving(f"mist{i}", (speed, 0.0),
@@ -200,8 +200,8 @@ class _Builder:
         H, s = self.H, self.s
         win = self.scroll
         start = float(ridge.top(np.array([x], np.float32))[0]) + 0.6 * s
-        length = 1.9 * fade
-        half = max(1.2, 1.6 * s)
+        length = 2.2 * fade
+        half = max(1.5, 2.2 * s)
         xs, ys = win.xs()[None, :], win.ys()[:, None]
         across = np.clip(half - np.abs(xs - x) + 0.5, 0.0, 1.0)
         along = np.clip(ys - start + 0.5, 0.0, 1.0) * (1.0 - paint.smoothstep(start + 0.45 * length, start + length, ys))
@@ -211,7 +211,7 @@ class _Builder:
                           win.h + 2 * int(np.ceil(np.abs(move[:, 1]).max())) + 4)
         rng = self.rng()
         streaks = paint.smoothstep(0.5, 0.85, paint.value_noise(rng, fall_win.h, fall_win.w, 9 * s, 0.7 * s))
-        rgb, alpha = paint.ink_over_paper(np.ones((fall_win.h, fall_win.w), np.float32), 0.28 * streaks, paint.INK_FAR)
+        rgb, alpha = paint.ink_over_paper(np.ones((fall_win.h, fall_win.w), np.float32), 0.35 * streaks, paint.INK_FAR)
         self.layers.append(Layer("waterfall", _rgba((rgb, alpha)), fall_win, move, mask=(across * along).astype(np.float32)))
 
     def add_lake(self) -> None:
