@@ -319,12 +319,18 @@ def test_data_check_cli(sidecar_dir, tmp_path, capsys):
     out_json = tmp_path / "stats.json"
     assert main(["data", "check", str(sidecar_dir), "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
-    for expected in ("readable pairs", "1.00 s / 3.00 s / 4.00 s", "64x48 x2", "10 fps x3",
+    for expected in ("readable pairs", "frames min/median/max (header)", "1.00 s / 3.00 s / 4.00 s",
+                     "64x48 x2", "10 fps x3",
                      "4.0 / 4.5 / 10.0", "unreadable: corrupt.mp4", "too short: short.mp4 -- 10 frames < 29",
                      "skipped: nocap.mp4"):
         assert expected in out, expected
     saved = json.loads(out_json.read_text())
     assert saved["count"] == 4 and saved["resolutions"]["64x48"] == 2
+    assert main(["data", "check", str(sidecar_dir), "--deep", "--json", str(out_json)]) == 0
+    deep = json.loads(out_json.read_text())
+    assert deep["frame_count_exact"] and deep["num_frames"] == saved["num_frames"]
+    deep_out = capsys.readouterr().out
+    assert "frames min/median/max" in deep_out and "(header)" not in deep_out  # counted, not from headers
     assert main(["data", "check", str(sidecar_dir), "--strict"]) == 2
     assert capsys.readouterr().err == f"error: '{sidecar_dir}': 3 unusable entries (listed above; --strict)\n"
 

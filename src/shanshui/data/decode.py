@@ -224,11 +224,13 @@ def _read_ffmpeg(path: Path, wanted: list[int], keep) -> list[np.ndarray]:
     cap = _open_capture(path)
     try:
         pos = 0
-        if wanted[0] >= SEEK_MIN_FRAMES and cap.set(cv2.CAP_PROP_POS_FRAMES, wanted[0]):
-            pos = int(round(cap.get(cv2.CAP_PROP_POS_FRAMES)))
-            if pos != wanted[0]:  # the backend could not land on the frame: start again from frame 0
+        if wanted[0] >= SEEK_MIN_FRAMES:
+            landed = cap.set(cv2.CAP_PROP_POS_FRAMES, wanted[0])
+            if landed and int(round(cap.get(cv2.CAP_PROP_POS_FRAMES))) == wanted[0]:
+                pos = wanted[0]
+            else:  # the backend could not land on the frame: decode forward from the start instead
                 cap.release()
-                cap, pos = _open_capture(path), 0
+                cap = _open_capture(path)
         targets = set(wanted)
         out = []
         while pos <= wanted[-1]:
