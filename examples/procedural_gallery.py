@@ -37,7 +37,8 @@ def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="out", help="output folder")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--frames", type=int, default=16)
@@ -61,7 +62,8 @@ def main() -> None:
     scene = scene_from_caption(DEMO_PROMPT, seed=3)
     frames, flow = render_clip(scene, frames=args.frames, size=args.size)
     Image.fromarray(contact_sheet(frames, cols=8)).save(out / "procedural_clip.png")
-    Image.fromarray(contact_sheet(np.stack([flow_to_rgb(f) for f in flow]), cols=8)).save(out / "procedural_flow.png")
+    flow_sheet = contact_sheet(np.stack([flow_to_rgb(f) for f in flow]), cols=8)
+    Image.fromarray(flow_sheet).save(out / "procedural_flow.png")
     write_video(frames, out / "procedural_clip.gif", fps=8)
     print(f"clip: {caption(scene)}  max flow {np.abs(flow).max():.2f} px/frame")
     print(f"wrote {out}/procedural_sheet.png, procedural_clip.png, procedural_flow.png, procedural_clip.gif")

@@ -69,7 +69,8 @@ def test_every_label_value_occurs():
 
 
 def test_demo_prompt_parses():
-    expected = dict(DEFAULTS, mountains="mountains", fog="dense", sun="red sun", lake=True, boat=True, birds=True)
+    expected = dict(DEFAULTS, mountains="mountains", fog="dense", sun="red sun", lake=True, boat=True,
+                    birds=True)
     assert parse_caption(DEMO_PROMPT) == expected
     scene = scene_from_caption(DEMO_PROMPT, seed=3)
     assert caption(scene) == DEMO_PROMPT
@@ -81,7 +82,8 @@ def test_demo_prompt_parses():
     ("Moonlit peaks, thick mist, cranes, waterfall, rainy", {"mountains": "steep peaks", "fog": "dense",
                                                              "sun": "moon", "birds": True, "waterfall": True,
                                                              "rain": True}),
-    ("a river among pines, the scroll pans to the right", {"lake": True, "pines": True, "camera": "pan right"}),
+    ("a river among pines, the scroll pans to the right",
+     {"lake": True, "pines": True, "camera": "pan right"}),
     ("mountains", {}),
 ])
 def test_free_prompts_parse(prompt, expected):
@@ -160,8 +162,8 @@ def test_moving_layers_have_their_own_exact_flow():
     # Integer speeds everywhere, so that bilinear resampling adds no blur and the warp must be near exact.
     scene = sample_scene(3, camera="pan left", fog="dense", boat=True, birds=True, sun="red sun",
                          sun_motion="rising", rain=False)
-    scene = dataclasses.replace(scene, pan_speed=1.0, mist_speed=2.0, boat_speed=2.0, bird_velocity=(3.0, -1.0),
-                                sun_speed=1.0)
+    scene = dataclasses.replace(scene, pan_speed=1.0, mist_speed=2.0, boat_speed=2.0,
+                                bird_velocity=(3.0, -1.0), sun_speed=1.0)
     frames, flow, valid = render_clip(scene, frames=5, size=128, return_valid=True)
     exact = {tuple(float(x) for x in np.round(v, 3)) for v in flow[valid].reshape(-1, 2)}
     every = {tuple(float(x) for x in np.round(v, 3)) for v in flow.reshape(-1, 2)}

@@ -15,8 +15,10 @@ FORMAT_HELP = (
 @click.option("--n", "n", type=int, default=1000, show_default=True, help="Number of clips.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True,
               help="Dataset folder (created; an existing one with the same settings is resumed or extended).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Master seed; clip i uses a seed derived from it.")
-@click.option("--size", type=int, default=128, show_default=True, help="Frame height = width, a multiple of 8 in 32..1024.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Master seed; clip i uses a seed derived from it.")
+@click.option("--size", type=int, default=128, show_default=True,
+              help="Frame height = width, a multiple of 8 in 32..1024.")
 @click.option("--frames", type=int, default=16, show_default=True, help="Frames per clip (>= 2), at 8 fps.")
 @click.option("--format", "fmt", type=click.Choice(["mp4", "frames"]), default="mp4", show_default=True,
               help=FORMAT_HELP)

@@ -144,7 +144,8 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int = 0, size: int = 128
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(todo), unit="clip", desc=f"synth ({n - len(todo)} already done)", disable=not progress)
+    bar = tqdm(total=len(todo), unit="clip", desc=f"synth ({n - len(todo)} already done)",
+               disable=not progress)
     try:
         if workers == 1 or len(todo) <= 1:
             for record in todo:

@@ -44,11 +44,13 @@ def value_noise(rng: np.random.Generator, h: int, w: int, cell_y: float, cell_x:
     cell_y, cell_x = max(cell_y, 1.0), max(cell_x, 1.0)
     gh, gw = int(h / cell_y) + 3, int(w / cell_x) + 3
     grid = rng.random((gh, gw), dtype=np.float32)
-    big = cv2.resize(grid, (int(np.ceil(gw * cell_x)), int(np.ceil(gh * cell_y))), interpolation=cv2.INTER_CUBIC)
+    target = (int(np.ceil(gw * cell_x)), int(np.ceil(gh * cell_y)))
+    big = cv2.resize(grid, target, interpolation=cv2.INTER_CUBIC)
     return np.clip(big[:h, :w], 0.0, 1.0)
 
 
-def fbm(rng: np.random.Generator, h: int, w: int, cell: float, octaves: int = 3, aspect: float = 1.0) -> np.ndarray:
+def fbm(rng: np.random.Generator, h: int, w: int, cell: float, octaves: int = 3,
+        aspect: float = 1.0) -> np.ndarray:
     """Fractal sum of :func:`value_noise` octaves, normalised to [0, 1]; ``aspect`` = cell width / height."""
     total = np.zeros((h, w), np.float32)
     amp, norm = 1.0, 0.0
@@ -84,7 +86,8 @@ def smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
 
 # --- compositing -------------------------------------------------------------------------------------
 
-def ink_over_paper(body: np.ndarray, dens: np.ndarray, ink: np.ndarray = INK) -> tuple[np.ndarray, np.ndarray]:
+def ink_over_paper(body: np.ndarray, dens: np.ndarray,
+                   ink: np.ndarray = INK) -> tuple[np.ndarray, np.ndarray]:
     """Premultiplied layer of ink (density ``dens``, colour ``ink``) laid over a paper-filled ``body``.
 
     Where ``body`` is 1 the layer hides whatever is behind it; elsewhere only the ink covers.
@@ -112,9 +115,11 @@ def _fixed(points: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(points, np.float64) * _ONE).astype(np.int32)
 
 
-def draw_polyline(canvas: np.ndarray, points, thickness: float, value: int = 255, closed: bool = False) -> None:
+def draw_polyline(canvas: np.ndarray, points, thickness: float, value: int = 255,
+                  closed: bool = False) -> None:
     """Anti-aliased polyline on a uint8 canvas; points in canvas pixels (float)."""
-    cv2.polylines(canvas, [_fixed(points)], closed, int(value), max(1, int(round(thickness))), cv2.LINE_AA, _SHIFT)
+    width = max(1, int(round(thickness)))
+    cv2.polylines(canvas, [_fixed(points)], closed, int(value), width, cv2.LINE_AA, _SHIFT)
 
 
 def draw_polygon(canvas: np.ndarray, points, value: int = 255) -> None:
@@ -123,7 +128,8 @@ def draw_polygon(canvas: np.ndarray, points, value: int = 255) -> None:
 
 def draw_disc(canvas: np.ndarray, centre, radius: float, value: int = 255) -> None:
     c = _fixed(centre)
-    cv2.circle(canvas, (int(c[0]), int(c[1])), max(1, int(round(radius * _ONE))), int(value), -1, cv2.LINE_AA, _SHIFT)
+    r = max(1, int(round(radius * _ONE)))
+    cv2.circle(canvas, (int(c[0]), int(c[1])), r, int(value), -1, cv2.LINE_AA, _SHIFT)
 
 
 def draw_ellipse(canvas: np.ndarray, centre, axes, angle: float = 0.0, value: int = 255) -> None:
@@ -184,8 +190,8 @@ class Ridge:
         return self.base - self.height * shape + self.jitter_px * self.jitter(x)
 
 
-def mountain_range(rng: np.random.Generator, win: Window, s: float, ridge: Ridge, tone: float, nearness: float,
-                   fade: float, cliffs: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+def mountain_range(rng: np.random.Generator, win: Window, s: float, ridge: Ridge, tone: float,
+                   nearness: float, fade: float, cliffs: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
     """One range: dark brushed skyline, texture strokes (cun) and a wash that dissolves into mist below.
 
     ``tone`` is the peak ink density (pale for far ranges, dark for near ones — the shades of ink);
@@ -213,7 +219,8 @@ def mountain_range(rng: np.random.Generator, win: Window, s: float, ridge: Ridge
     # Light from the right: flanks that climb to the right (skyline rising, top decreasing) are in shade.
     slope = np.gradient(top) / max(s, 1e-3)
     shade = smoothstep(-0.6, 0.6, -np.tanh(slope))[None, :] * np.exp(-depth / (0.6 * fade))
-    body_ink = washed * (0.2 + 0.4 * faces + 0.35 * shade + 0.5 * nearness * strokes) * (0.75 + 0.35 * nearness)
+    body_ink = washed * (0.2 + 0.4 * faces + 0.35 * shade + 0.5 * nearness * strokes)
+    body_ink *= 0.75 + 0.35 * nearness
 
     dry = smoothstep(0.2, 0.55, value_noise(rng, h, w, 2.5 * s, 4 * s))
     width = s * (0.7 + 1.3 * value_noise(rng, 1, w, 1, 9 * s)[0])[None, :]
@@ -227,7 +234,8 @@ def mountain_range(rng: np.random.Generator, win: Window, s: float, ridge: Ridge
     folds *= washed
 
     edge_weight = 0.35 + 0.65 * nearness
-    dens = tone * np.clip(np.maximum(np.maximum(contour * edge_weight, body_ink), 0.85 * folds * nearness), 0, 1)
+    strongest = np.maximum(np.maximum(contour * edge_weight, body_ink), 0.85 * folds * nearness)
+    dens = tone * np.clip(strongest, 0, 1)
     for cx in cliffs:  # dark wet rock framing a waterfall
         near_fall = np.exp(-((xs - cx) / (4.5 * s)) ** 2)[None, :] * np.exp(-depth / (1.6 * fade))
         dens = np.maximum(dens, min(1.0, tone * 1.3) * near_fall * (0.65 + 0.35 * fibres))
@@ -246,7 +254,8 @@ def moss_dots(rng: np.random.Generator, win: Window, s: float, top: np.ndarray, 
     cols = rng.integers(0, win.w, count)
     for c in cols:
         y = top[c] - win.y0 + abs(rng.normal(0.3, 1.6)) * s
-        draw_disc(canvas, (c + rng.uniform(-0.5, 0.5), y), rng.uniform(0.45, 1.0) * s, int(rng.integers(150, 256)))
+        radius = rng.uniform(0.45, 1.0) * s
+        draw_disc(canvas, (c + rng.uniform(-0.5, 0.5), y), radius, int(rng.integers(150, 256)))
     return canvas.astype(np.float32) / 255.0
 
 
@@ -259,17 +268,20 @@ def mist_band(rng: np.random.Generator, win: Window, s: float, centre: float, th
     return wash(opacity * profile * (0.35 + 0.65 * patches), PAPER * 1.02)
 
 
-def clouds(rng: np.random.Generator, win: Window, s: float, top: float, bottom: float) -> tuple[np.ndarray, np.ndarray]:
+def clouds(rng: np.random.Generator, win: Window, s: float, top: float,
+           bottom: float) -> tuple[np.ndarray, np.ndarray]:
     """Pale grey ink clouds: soft-edged, flat-bottomed, in the upper sky."""
     y = win.ys()[:, None]
-    band = smoothstep(top, top + 0.3 * (bottom - top), y) * (1.0 - smoothstep(bottom - 0.3 * (bottom - top), bottom, y))
+    edge = 0.3 * (bottom - top)
+    band = smoothstep(top, top + edge, y) * (1.0 - smoothstep(bottom - edge, bottom, y))
     shapes = fbm(rng, win.h, win.w, 18 * s, octaves=3, aspect=3.0)
     cover = smoothstep(0.5, 0.72, shapes) * band
     edge = np.clip(cover - cv2.GaussianBlur(cover, (0, 0), 1.5 * s), 0, 1)  # a slightly darker rim
     return wash(0.22 * cover + 0.5 * edge, INK_FAR * 0.9 + PAPER * 0.1)
 
 
-def sun_disc(rng: np.random.Generator, win: Window, s: float, centre, radius: float) -> tuple[np.ndarray, np.ndarray]:
+def sun_disc(rng: np.random.Generator, win: Window, s: float, centre,
+             radius: float) -> tuple[np.ndarray, np.ndarray]:
     """A cinnabar sun like a seal impression: slightly irregular edge, mottled where the paste is thin."""
     xs, ys = win.xs()[None, :], win.ys()[:, None]
     dx, dy = xs - centre[0], ys - centre[1]
@@ -283,7 +295,8 @@ def sun_disc(rng: np.random.Generator, win: Window, s: float, centre, radius: fl
     return wash(alpha, SEAL_RED)
 
 
-def moon_disc(rng: np.random.Generator, win: Window, s: float, centre, radius: float) -> tuple[np.ndarray, np.ndarray]:
+def moon_disc(rng: np.random.Generator, win: Window, s: float, centre,
+              radius: float) -> tuple[np.ndarray, np.ndarray]:
     """A full moon left as bright paper, ringed by a thin pale outline and a soft halo of wash."""
     xs, ys = win.xs()[None, :], win.ys()[:, None]
     r = np.sqrt((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2)
@@ -336,7 +349,8 @@ def boat(rng: np.random.Generator, win: Window, s: float, centre, length: float,
     draw_polygon(ink, canopy, 130)
     draw_polyline(ink, canopy, max(1.0, 0.6 * s), 235)
     man_x = cx - facing * 0.34 * L
-    draw_polyline(ink, [(man_x, cy - 0.04 * L), (man_x + facing * 0.02 * L, cy - 0.26 * L)], max(1.0, 0.9 * s), 250)
+    body_line = [(man_x, cy - 0.04 * L), (man_x + facing * 0.02 * L, cy - 0.26 * L)]
+    draw_polyline(ink, body_line, max(1.0, 0.9 * s), 250)
     draw_disc(ink, (man_x + facing * 0.025 * L, cy - 0.3 * L), 0.045 * L + 0.3, 250)
     draw_polyline(ink, [(man_x - facing * 0.25 * L, cy + 0.18 * L), (man_x + facing * 0.1 * L, cy - 0.4 * L)],
                   1, 170)  # the pole

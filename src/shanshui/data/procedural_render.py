@@ -129,8 +129,8 @@ class _Builder:
         fall_x = self.pick_waterfall(ranges[-1]) if sc.waterfall else None
         for i, (ridge, tone, nearness, fade) in enumerate(ranges):
             cliffs = (fall_x,) if fall_x is not None and i == len(ranges) - 1 else ()
-            self.add_static(f"range{i}", paint.mountain_range(self.rng(), self.scroll, s, ridge, tone, nearness,
-                                                              fade, cliffs))
+            painted = paint.mountain_range(self.rng(), self.scroll, s, ridge, tone, nearness, fade, cliffs)
+            self.add_static(f"range{i}", painted)
             if i == len(ranges) - 1 and fall_x is not None:
                 self.add_waterfall(ridge, fall_x, fade)
             self.add_mist(i, ridge, fade, nearness)
@@ -204,15 +204,18 @@ class _Builder:
         half = max(1.5, 2.2 * s)
         xs, ys = win.xs()[None, :], win.ys()[:, None]
         across = np.clip(half - np.abs(xs - x) + 0.5, 0.0, 1.0)
-        along = np.clip(ys - start + 0.5, 0.0, 1.0) * (1.0 - paint.smoothstep(start + 0.45 * length, start + length, ys))
+        ending = 1.0 - paint.smoothstep(start + 0.45 * length, start + length, ys)
+        along = np.clip(ys - start + 0.5, 0.0, 1.0) * ending
         speed = 1.6
         move, _ = self.moving_window((0.0, speed))
         fall_win = Window(win.x0, win.y0 - int(np.ceil(np.abs(move[:, 1]).max())) - 2, win.w,
                           win.h + 2 * int(np.ceil(np.abs(move[:, 1]).max())) + 4)
         rng = self.rng()
         streaks = paint.smoothstep(0.5, 0.85, paint.value_noise(rng, fall_win.h, fall_win.w, 9 * s, 0.7 * s))
-        rgb, alpha = paint.ink_over_paper(np.ones((fall_win.h, fall_win.w), np.float32), 0.35 * streaks, paint.INK_FAR)
-        self.layers.append(Layer("waterfall", _rgba((rgb, alpha)), fall_win, move, mask=(across * along).astype(np.float32)))
+        paper = np.ones((fall_win.h, fall_win.w), np.float32)
+        water = paint.ink_over_paper(paper, 0.35 * streaks, paint.INK_FAR)
+        mask = (across * along).astype(np.float32)
+        self.layers.append(Layer("waterfall", _rgba(water), fall_win, move, mask=mask))
 
     def add_lake(self) -> None:
         sc, H, W, s = self.scene, self.H, self.W, self.s
@@ -233,7 +236,8 @@ class _Builder:
             y = rng.uniform(yw + 1.5 * s, H + 2) - win.y0
             x = rng.uniform(0, win.w)
             length = rng.uniform(2, 9) * s * (0.6 + (y + win.y0 - yw) / max(H - yw, 1.0))
-            paint.draw_polyline(ripples, [(x, y), (x + length, y + rng.normal(0, 0.2))], 1, int(rng.integers(30, 100)))
+            stroke = [(x, y), (x + length, y + rng.normal(0, 0.2))]
+            paint.draw_polyline(ripples, stroke, 1, int(rng.integers(30, 100)))
         rip = ripples.astype(np.float32)[..., None] / 255.0
         water = water * (1.0 - rip) + paint.INK_FAR * rip
         body = np.clip(ys - yw + 0.5, 0.0, 1.0)[:, None, None] * np.ones((1, win.w, 1), np.float32)
@@ -271,11 +275,13 @@ class _Builder:
             for _ in range(count):
                 x = peak[0] + L.uniform(-0.7, 0.7) * peak[1]
                 root_y = float(ridge.top(np.array([x], np.float32))[0]) + 1.0 * s
-                paint.pine(trees, rng, (x - self.scroll.x0, root_y - self.scroll.y0), H * L.uniform(0.13, 0.22), s)
+                root = (x - self.scroll.x0, root_y - self.scroll.y0)
+                paint.pine(trees, rng, root, H * L.uniform(0.13, 0.22), s)
             for _ in range(int(L.integers(3, 7))):  # small distant pines on the nearest range
                 x = L.uniform(*self.view)
                 root_y = float(nearest.top(np.array([x], np.float32))[0]) + 0.5 * s
-                paint.pine(trees, rng, (x - self.scroll.x0, root_y - self.scroll.y0), H * L.uniform(0.04, 0.065), s)
+                root = (x - self.scroll.x0, root_y - self.scroll.y0)
+                paint.pine(trees, rng, root, H * L.uniform(0.04, 0.065), s)
             tree_rgb, tree_alpha = paint.wash(trees.astype(np.float32) / 255.0, paint.INK)
             rgb, alpha = tree_rgb + (1 - tree_alpha[..., None]) * rgb, tree_alpha + (1 - tree_alpha) * alpha
         self.add_static("foreground", (rgb, alpha))
@@ -409,7 +415,7 @@ def _validity(ids: np.ndarray, share: np.ndarray, flow: np.ndarray) -> np.ndarra
     for k in range(f - 1):
         qx, qy = gx + flow[k, ..., 0], gy + flow[k, ..., 1]
         inside = (qx >= 0) & (qx <= w - 1) & (qy >= 0) & (qy <= h - 1)
-        # the next frame's layer and share around p + flow: every neighbour used by bilinear sampling must agree
+        # the next frame's layer and share around p + flow: all four bilinear neighbours must agree
         ok = inside & (share[k] >= DOMINANCE)
         for ox in (0, 1):
             for oy in (0, 1):

@@ -115,7 +115,8 @@ def sample_scene(seed: int, **fixed) -> Scene:
         "pan_speed": float(rng.uniform(0.35, 0.9)),
         "mist_speed": float(rng.uniform(0.25, 0.6) * rng.choice([-1.0, 1.0])),
         "boat_speed": float(rng.uniform(0.3, 0.7) * rng.choice([-1.0, 1.0])),
-        "bird_velocity": (float(rng.uniform(0.8, 1.5) * rng.choice([-1.0, 1.0])), float(rng.uniform(-0.35, 0.1))),
+        "bird_velocity": (float(rng.uniform(0.8, 1.5) * rng.choice([-1.0, 1.0])),
+                          float(rng.uniform(-0.35, 0.1))),
         "sun_speed": float(rng.uniform(0.2, 0.35)),
     }
     # Plausibility: no sun in the rain; a boat only on a lake. Fixed values win over these rules.
