@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("shanshui.commands.generate:generate", "Text -> landscape-painting video (NADM)."),
     "demo": ("shanshui.commands.demo:demo", "Generate the demo video with the bundled model."),
     "data": ("shanshui.commands.data:data", "Dataset tools: synth, check, cache."),
+    "train": ("shanshui.commands.train:train", "Train a NADM motion module (runs under accelerate launch too)."),
     "interpolate": ("shanshui.commands.interpolate:interpolate", "SOFP frame interpolation of a video."),
 }
 

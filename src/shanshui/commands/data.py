@@ -8,6 +8,7 @@ from ..cli import LazyGroup
 
 DATA_COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("shanshui.commands.data_check:check", "Validate a (video, caption) folder and print its statistics."),
+    "cache": ("shanshui.commands.data_cache:cache", "Precompute VAE latents + text embeddings for training."),
     "synth": ("shanshui.commands.data_synth:synth", "Write a procedural ink-wash landscape video dataset."),
 }
 

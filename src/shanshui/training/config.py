@@ -122,6 +122,7 @@ class TrainConfig:
     output_dir: str = "runs/nadm"
     seed: int = 0
     mixed_precision: str = "no"
+    cpu: bool = False                    # train on the CPU even when a GPU is present
     allow_tf32: bool = True
     log_every: int = 10
     model: ModelConfig = field(default_factory=ModelConfig)

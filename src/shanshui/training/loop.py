@@ -59,6 +59,7 @@ class TrainResult:
     final_dir: Path | None
     last_checkpoint: Path | None
     last_loss: float | None
+    is_main_process: bool = True
 
 
 def build_dataset(cfg: TrainConfig):
@@ -91,8 +92,12 @@ def _check_components(models, cfg: TrainConfig, dataset) -> None:
               f"{models.text_encoder.config.hidden_size}")
 
 
-def train(cfg: TrainConfig, step_fn=training_step, progress: bool = True) -> TrainResult:
-    """Run (or continue) the training described by ``cfg``. Returns where things were written."""
+def train(cfg: TrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
+    """Run (or continue) the training described by ``cfg``. Returns where things were written.
+
+    ``step_fn`` replaces :func:`~shanshui.training.step.training_step` (same signature; for tests).
+    """
+    step_fn = step_fn or training_step
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
     from diffusers.optimization import get_scheduler
@@ -100,7 +105,10 @@ def train(cfg: TrainConfig, step_fn=training_step, progress: bool = True) -> Tra
 
     out = Path(cfg.output_dir).expanduser()
     try:
+        # Without a GPU, run as accelerate's multi-CPU (gloo) when launched with several processes.
+        use_cpu = cfg.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
         accelerator = Accelerator(
+            cpu=use_cpu,
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
             step_scheduler_with_optimizer=False,
@@ -289,7 +297,7 @@ def train(cfg: TrainConfig, step_fn=training_step, progress: bool = True) -> Tra
     if cfg.validation.prompts and (not cfg.validation.every or global_step % cfg.validation.every):
         validate_now()
     accelerator.end_training()
-    return TrainResult(out, global_step, final_dir, last_ckpt, last_loss)
+    return TrainResult(out, global_step, final_dir, last_ckpt, last_loss, main)
 
 
 def evaluate_loss(models, cfg: TrainConfig, batches: list[dict], seed: int = 1234) -> float:
