@@ -169,9 +169,16 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         check(isinstance(value, int) and not isinstance(value, bool), f"{where}={value!r} must be an integer")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}={value!r} must be a number")
         return float(value)
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/no/false as False: take the word back
+            value = "on" if value else "off"
         check(isinstance(value, str), f"{where}={value!r} must be a string")
         return value
     raise ShanshuiError(f"{where}: unsupported type {tp}")  # pragma: no cover - only our own dataclasses
@@ -274,6 +281,8 @@ def validate(cfg: TrainConfig) -> None:
     m, d, o, s, lo, c, v = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.loss, cfg.checkpoint, cfg.validation
     check(bool(cfg.output_dir), "output_dir must be set")
     _non_negative(cfg.seed, "seed")
+    if cfg.mixed_precision == "off":
+        cfg.mixed_precision = "no"
     check(cfg.mixed_precision in MIXED_PRECISION,
           f"mixed_precision='{cfg.mixed_precision}' must be one of {', '.join(MIXED_PRECISION)}")
     _positive(cfg.log_every, "log_every")

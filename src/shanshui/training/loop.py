@@ -219,6 +219,11 @@ def train(cfg: TrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
             sampler.set_epoch(epoch)
             dataset.set_epoch(epoch)
             batches = accelerator.skip_first_batches(loader, batch_in_epoch) if batch_in_epoch else loader
+            # accelerate's loader re-applies its own epoch counter when iterated; make it agree with ours
+            for shard in {id(loader): loader, id(batches): batches}.values():
+                if hasattr(shard, "set_epoch"):
+                    shard.set_epoch(epoch)
+            sampler.set_epoch(epoch)
             for batch in batches:
                 with accelerator.accumulate(net):
                     gen = step_generator(cfg.seed, accelerator.process_index, epoch, batch_in_epoch)
