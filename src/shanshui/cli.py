@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the process exit code."""
     _quiet_libraries()
     try:
-        cli.main(args=argv, prog_name="shanshui", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="shanshui", standalone_mode=False)
     except ShanshuiError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
