@@ -76,7 +76,7 @@ def test_no_guidance_skips_the_unconditional_pass(pipe):
     (dict(height=30), "height=30 must be a positive multiple of 8"),
     (dict(width=0), "width=0 must be a positive multiple of 8"),
     (dict(num_frames=1), "frames=1 must be >= 2"),
-    (dict(num_frames=33), "frames=33 exceeds this motion module's window of 32 frames"),
+    (dict(num_frames=33, clip_frames=33), "clip_frames=33 exceeds this motion module's window of 32 frames"),
     (dict(num_inference_steps=0), "steps=0 must be >= 1"),
     (dict(guidance_scale=-1.0), "guidance=-1.0 must be a finite number >= 0"),
     (dict(prompt=""), "prompt must be a non-empty string"),

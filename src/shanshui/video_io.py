@@ -118,6 +118,91 @@ def write_video(frames, path: str | os.PathLike, fps: float = 8.0, quality: int 
     return path
 
 
+class VideoWriter:
+    """Frames appended chunk by chunk; see :func:`open_video_writer`."""
+
+    def __init__(self, path: Path, tmp: Path, fps: float, quality: int, total: int | None, sheet_tiles: int):
+        self.path, self.tmp, self.fps, self.quality = path, tmp, fps, quality
+        self.suffix = path.suffix.lower()
+        self.count = 0
+        self._ffmpeg = None
+        self._images: list[Image.Image] = []
+        self._sheet: list[np.ndarray] = []
+        self._keep = None
+        if self.suffix == ".png" and total is not None and total > sheet_tiles:
+            self._keep = set(np.linspace(0, total - 1, sheet_tiles).round().astype(int).tolist())
+
+    def append(self, frames) -> None:
+        """Add frames (anything :func:`as_uint8_frames` accepts, or one ``(H, W, 3)`` frame)."""
+        arr = np.asarray(frames) if not hasattr(frames, "detach") else frames
+        if getattr(arr, "ndim", 0) == 3:
+            arr = arr[None]
+        frames = as_uint8_frames(arr)
+        if self.suffix == ".mp4":
+            if self._ffmpeg is None:
+                import imageio.v2 as imageio
+
+                self._ffmpeg = imageio.get_writer(
+                    self.tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264", quality=self.quality,
+                    pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error",
+                )
+            for frame in _even(frames):
+                self._ffmpeg.append_data(frame)
+        elif self.suffix in (".gif", ".webp"):
+            self._images.extend(Image.fromarray(f) for f in frames)
+        else:
+            for i, frame in enumerate(frames, start=self.count):
+                if self._keep is None or i in self._keep:
+                    self._sheet.append(frame)
+        self.count += len(frames)
+
+    def _finish(self) -> None:
+        check(self.count > 0, f"no frames were written to '{self.path}'")
+        if self.suffix == ".mp4":
+            self._ffmpeg.close()
+            self._ffmpeg = None
+        elif self.suffix in (".gif", ".webp"):
+            duration = int(round(1000.0 / self.fps))
+            kwargs = {"lossless": False, "quality": 90} if self.suffix == ".webp" else {"optimize": False}
+            self._images[0].save(self.tmp, format=self.suffix[1:].upper(), save_all=True,
+                                 append_images=self._images[1:], duration=duration, loop=0, **kwargs)
+        else:
+            Image.fromarray(contact_sheet(np.stack(self._sheet))).save(self.tmp, format="PNG")
+
+    def _abort(self) -> None:
+        if self._ffmpeg is not None:
+            try:
+                self._ffmpeg.close()
+            except Exception:
+                pass
+            self._ffmpeg = None
+
+
+@contextlib.contextmanager
+def open_video_writer(path: str | os.PathLike, fps: float = 8.0, quality: int = 8, total: int | None = None,
+                      sheet_tiles: int = 32) -> Iterator[VideoWriter]:
+    """Write a video chunk by chunk: ``with open_video_writer("a.mp4", fps=8) as w: w.append(frames)``.
+
+    Atomic like :func:`write_video` (temporary file, renamed when the block ends without error). mp4 frames go
+    straight to the encoder, so memory stays flat; gif/webp keep the uint8 frames until the end (Pillow
+    writes animations in one call); a ``.png`` contact sheet keeps only ``sheet_tiles`` frames evenly spread
+    over ``total`` (all frames when ``total`` is not given or small).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    check(suffix in VIDEO_SUFFIXES, f"output '{path}' must end in one of {', '.join(VIDEO_SUFFIXES)}")
+    check(fps > 0, f"fps={fps} must be > 0")
+    check(sheet_tiles >= 1, f"sheet_tiles={sheet_tiles} must be >= 1")
+    with atomic_output(path) as tmp:
+        writer = VideoWriter(path, tmp, fps, quality, total, sheet_tiles)
+        try:
+            yield writer
+        except BaseException:
+            writer._abort()
+            raise
+        writer._finish()
+
+
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """Read a video file or a folder of frame images. Returns ``(frames uint8 (F,H,W,3), fps)``.
 

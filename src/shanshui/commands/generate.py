@@ -15,6 +15,7 @@ Examples:
   shanshui generate "Pines by a waterfall, light fog" --frames 16 --size 256 --seed 3 -o falls.gif
   shanshui generate "Boat on the lake" --model ~/models/sd15 --motion-module nadm.safetensors \\
       --size 512x320 --steps 25 --guidance 8 --sparse-causal temporal -o boat.webp
+  shanshui generate "Slow scroll along misty peaks" --frames 128 --gamma 0.8 -o scroll.mp4
 """
 
 
@@ -37,11 +38,15 @@ def output_paths(out: Path) -> None:
           f"output '{out}' must end in one of {', '.join(VIDEO_SUFFIXES)}")
 
 
-def check_cheap(frames: int, steps: int, guidance: float) -> None:
+def check_cheap(frames: int, steps: int, guidance: float, gamma: float = 0.8, omega: float = 0.2,
+                overlap: int = 4) -> None:
     """Validate what needs no model, before any weights are loaded."""
     check(frames >= 2, f"frames={frames} must be >= 2")
     check(steps >= 1, f"steps={steps} must be >= 1")
     check(guidance >= 0 and guidance == guidance, f"guidance={guidance} must be a finite number >= 0")
+    check(0.0 <= gamma <= 1.0, f"--gamma={gamma} must be in [0, 1]")
+    check(omega >= 0 and omega < float("inf"), f"--omega={omega} must be a finite number >= 0")
+    check(overlap >= 0, f"--overlap={overlap} must be >= 0 (and below the clip length)")
 
 
 def write_outputs(frames, paths: list[Path], fps: float) -> None:
@@ -69,21 +74,41 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
 @click.option("--interpolate/--no-interpolate", default=True, show_default=True,
               help="SOFP frame interpolation after decoding (N -> 2N-1 per doubling).")
 @click.option("--interp-times", type=click.Choice(["2", "4", "8"]), default="2", show_default=True)
+@click.option("--gamma", type=float, default=0.8, show_default=True,
+              help="Long videos: share of the DDIM steps later clips take from clip 1 (0 = independent, 1 = copies).")
+@click.option("--omega", type=float, default=0.2, show_default=True,
+              help="Long videos: randomness added to the shared noise prior.")
+@click.option("--overlap", type=int, default=4, show_default=True,
+              help="Long videos: frames neighbouring clips share (cross-faded while denoising).")
 @click.option("--fps", type=float, default=8.0, show_default=True, help="Frame rate of the written video.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
 def generate(prompt, negative, model, motion_module, frames, size, steps, guidance, seed, sparse_causal,
-             interpolate, interp_times, fps, device, out):
-    """Generate a landscape-painting video from PROMPT."""
+             interpolate, interp_times, gamma, omega, overlap, fps, device, out):
+    """Generate a landscape-painting video from PROMPT.
+
+    More frames than the motion module's window (e.g. --frames 128) switch to the long-video path: phased
+    inference with a shared noise reschedule, clips cross-faded while denoising, frames streamed to disk.
+    """
     output_paths(out)
     width, height = parse_size(size) if size else (None, None)
     check(fps > 0, f"--fps={fps} must be > 0")
-    check_cheap(frames, steps, guidance)
+    check_cheap(frames, steps, guidance, gamma, omega, overlap)
     from ..pipelines.text_to_video import load_pipeline
 
     pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device)
     times = int(interp_times) if interpolate else 1
+    if frames > pipe.max_frames:
+        from ..video_io import open_video_writer
+
+        total = (frames - 1) * times + 1
+        with open_video_writer(out, fps=fps * times, total=total) as writer:
+            pipe(prompt, negative_prompt=negative, num_frames=frames, height=height, width=width,
+                 num_inference_steps=steps, guidance_scale=guidance, seed=seed, interpolate_times=times,
+                 gamma=gamma, omega=omega, overlap=overlap, frame_sink=writer.append)
+        click.echo(f"wrote {out} ({writer.count} frames)")
+        return
     result = pipe(prompt, negative_prompt=negative, num_frames=frames, height=height, width=width,
                   num_inference_steps=steps, guidance_scale=guidance, seed=seed, interpolate_times=times)
     write_outputs(result.frames[0], [out], fps=fps * (times if times > 1 else 1))

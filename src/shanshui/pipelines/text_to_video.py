@@ -1,7 +1,8 @@
 """Text -> landscape-painting video (NADM): a frozen SD 1.5 image model inflated with a NADM motion module,
 sampled with DDIM and classifier-free guidance, decoded in chunks, optionally smoothed by SOFP interpolation.
 
-Defaults (NADM §IV-A-2): 25 DDIM steps, guidance 8, linear betas 0.00085–0.012, 16 frames.
+Defaults (NADM §IV-A-2): 25 DDIM steps, guidance 8, linear betas 0.00085–0.012, 16 frames. More frames than
+the motion module's window switch to the long-video path (:mod:`shanshui.pipelines.long_video`).
 """
 
 from __future__ import annotations
@@ -56,9 +57,6 @@ class TextToVideoPipeline(DiffusionPipeline):
             check(isinstance(v, int) and v > 0 and v % 8 == 0, f"{name}={v} must be a positive multiple of 8")
             check(v % self.vae_scale_factor == 0, f"{name}={v} must be a multiple of {self.vae_scale_factor}")
         check(isinstance(num_frames, int) and num_frames >= 2, f"frames={num_frames} must be >= 2")
-        check(num_frames <= self.max_frames,
-              f"frames={num_frames} exceeds this motion module's window of {self.max_frames} frames "
-              f"(longer videos need the long-video mode, which is not available yet)")
         check(isinstance(steps, int) and steps >= 1, f"steps={steps} must be >= 1")
         check(guidance >= 0 and np.isfinite(guidance), f"guidance={guidance} must be a finite number >= 0")
         check(chunk >= 1, f"decode_chunk_size={chunk} must be >= 1")
@@ -125,8 +123,18 @@ class TextToVideoPipeline(DiffusionPipeline):
         interpolate_times: int = 1,
         interpolation_flow: str = "dis",
         progress: bool = True,
+        gamma: float = 0.8,
+        omega: float = 0.2,
+        overlap: int = 4,
+        clip_frames: int | None = None,
+        frame_sink=None,
     ) -> VideoOutput:
-        """Generate a video for ``prompt``. See the module docstring for defaults."""
+        """Generate a video for ``prompt``. See the module docstring for defaults.
+
+        Videos longer than ``self.max_frames`` go through :func:`~shanshui.pipelines.long_video.generate_long`
+        (``gamma``, ``omega``, ``overlap``, ``clip_frames`` apply there only); with ``frame_sink`` its frames are
+        handed over as uint8 chunks instead of being returned (``frames`` is then ``None``).
+        """
         # 1. Check inputs
         native = self.unet.config.sample_size * self.vae_scale_factor
         height = native if height is None else height
@@ -137,6 +145,11 @@ class TextToVideoPipeline(DiffusionPipeline):
         check(interpolate_times in (1, 2, 4, 8), f"interpolate_times={interpolate_times} must be 1, 2, 4 or 8")
         if generator is None and seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        if num_frames > self.max_frames:
+            return self._call_long(prompt, negative_prompt, num_frames, height, width, num_inference_steps,
+                                   guidance_scale, generator, eta, latents, output_type, decode_chunk_size,
+                                   interpolate_times, interpolation_flow, progress, gamma, omega, overlap,
+                                   clip_frames, frame_sink)
 
         # 2. Encode the prompt
         text_embeds = self.encode_prompt(prompt, negative_prompt, cfg=guidance_scale > 1.0)
@@ -166,7 +179,31 @@ class TextToVideoPipeline(DiffusionPipeline):
         # 7. Optional frame interpolation (SOFP), on decoded RGB frames
         if interpolate_times > 1:
             video = self._interpolate(video, interpolate_times, interpolation_flow)
+        if frame_sink is not None:
+            from .long_video import to_uint8
+
+            frame_sink(to_uint8(video[0].permute(0, 2, 3, 1).cpu().float().numpy()))
+            return VideoOutput(frames=None, latents=latents)
         return VideoOutput(frames=self._postprocess(video, output_type), latents=latents)
+
+    def _call_long(self, prompt, negative_prompt, num_frames, height, width, steps, guidance, generator, eta,
+                   latents, output_type, chunk, interpolate_times, flow, progress, gamma, omega, overlap,
+                   clip_frames, frame_sink) -> VideoOutput:
+        from .long_video import generate_long
+
+        check(latents is None, "latents cannot be given for long videos (frames > the motion module's window)")
+        check(eta == 0, f"eta={eta} is not supported for long videos (deterministic DDIM only; use 0)")
+        result = generate_long(self, prompt, negative_prompt, num_frames, height, width, steps, guidance,
+                               generator, gamma=gamma, omega=omega, overlap=overlap, clip_frames=clip_frames,
+                               decode_chunk_size=chunk, interpolate_times=interpolate_times,
+                               interpolation_flow=flow, output_type="latent" if output_type == "latent" else "np",
+                               frame_sink=frame_sink, progress=progress)
+        if output_type == "latent":
+            return VideoOutput(frames=result.latents, latents=result.latents)
+        if result.frames is None:
+            return VideoOutput(frames=None, latents=result.latents)
+        video = torch.from_numpy(result.frames).permute(0, 1, 4, 2, 3)              # (1, F, 3, H, W)
+        return VideoOutput(frames=self._postprocess(video, output_type), latents=result.latents)
 
     def _step_kwargs(self, generator, eta) -> dict:
         params = set(inspect.signature(self.scheduler.step).parameters)
