@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("shanshui.commands.data:data", "Dataset tools: synth, check, cache."),
     "train": ("shanshui.commands.train:train", "Train a NADM motion module (runs under accelerate launch too)."),
     "interpolate": ("shanshui.commands.interpolate:interpolate", "SOFP frame interpolation of a video."),
+    "animate": ("shanshui.commands.animate:animate", "Painting -> video (training-free), with arrows and strength."),
 }
 
 EPILOG = """\b

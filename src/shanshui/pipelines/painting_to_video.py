@@ -1,0 +1,293 @@
+"""Painting -> video, training-free (Every Painting Awakened, SPEC §4), with arrow / strength control (§2.2–2.3).
+
+The same base model and motion module as text-to-video; no new weights. Stages of ``__call__``:
+
+1. Intake: the painting is converted to 8-bit RGB and fitted to a size the model accepts
+   (:mod:`shanshui.image_intake`); the latent grid follows its aspect ratio.
+2. Motion field: arrows (in the original painting's pixels) -> sparse flow -> Gaussian densification ->
+   threshold -> still mask -> × strength (:mod:`shanshui.control.arrows`), divided by ``L − 1`` to a
+   per-frame velocity.
+3. Proxy image (§4.1): img2img of the painting with the same prompt — the painting latent is noised to
+   ``proxy_strength·T`` and denoised by DDIM with the *video* UNet on a one-frame clip. Its spatial layers
+   are SD's image model; the motion modules see a single frame, so they cannot move anything and act as a
+   small residual that was zero-initialised in training. Using the loaded UNet avoids keeping a second
+   (2D) copy in memory. A user-supplied proxy image replaces this stage.
+4. Static -> moving latents: painting and proxy are each animated along the field as an Eulerian
+   cinemagraph (:mod:`shanshui.control.cinemagraph`) and VAE-encoded frame by frame; without a field they
+   are simply replicated over the ``L`` frames.
+5. Dual-path VSDS (§4.2): both latent videos are refined with one fixed noise sample over the sampler's
+   timesteps in ``[p·T, T]`` (``p = 0.6``) with stepwise-decreasing weights (:func:`shanshui.latent_ops.vsds`).
+6. Hybrid latent fusion (§4.3): slerp over frames, ``β_l = l/(L−1)`` (or linear, for the ablation).
+7. Image-to-video denoising: the fused latent is noised with the same ``ε`` to the first timestep below
+   ``p·T`` and DDIM-denoised over the remaining timesteps. Before every step, frame 0 is overwritten with
+   the painting's latent noised to the current level (the known-region replacement of inpainting samplers,
+   along the time axis), and so are the still-mask region (in every frame) and, during the first
+   ``motion_guidance`` fraction of the steps, the moving region (with the cinemagraph's latents). After the
+   last step the clean latents are put back there, so frame 0 decodes to the VAE reconstruction of the
+   painting exactly.
+8. Decode; with ``policy="pad"`` the padding is cropped away again.
+
+Ablations: ``use_proxy=False`` (VSDS on the painting only, no fusion), ``use_vsds=False`` (fusion of the
+static latents), ``fusion="linear"``. Defaults are listed and explained in ``docs/painting_to_video.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from ..control import arrows as arrow_ops
+from ..control.cinemagraph import animate
+from ..errors import check
+from ..image_intake import POLICIES, Painting, fit_to, prepare_painting, read_image
+from ..latent_ops import P_VSDS, alpha_schedule, slerp_frames, vsds, vsds_timesteps
+from .text_to_video import DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS, TextToVideoPipeline
+
+DEFAULT_PROXY_STRENGTH = 0.5
+DEFAULT_MOTION_GUIDANCE = 0.5
+FUSIONS = ("slerp", "linear")
+
+
+@dataclass
+class PaintingVideoOutput:
+    """``frames`` as in :class:`~shanshui.pipelines.text_to_video.VideoOutput`; plus what was built on the way:
+    ``painting`` (the working :class:`Painting`), ``proxy`` uint8 ``(H, W, 3)`` or None, ``velocity`` float32
+    ``(H, W, 2)`` px/frame on the working canvas, ``still`` bool ``(H, W)`` or None."""
+
+    frames: object
+    latents: torch.Tensor
+    painting: Painting
+    proxy: np.ndarray | None
+    velocity: np.ndarray
+    still: np.ndarray | None
+
+
+def _latent_mask(mask: np.ndarray, h: int, w: int, device, dtype) -> torch.Tensor:
+    """A pixel mask ``(H, W)`` -> soft latent mask ``(1, 1, 1, h, w)`` (area fraction per latent cell)."""
+    small = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(small).to(device, dtype)[None, None, None]
+
+
+class PaintingToVideoPipeline(TextToVideoPipeline):
+    """Painting + prompt -> video with the text-to-video components (see the module docstring)."""
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def native_size(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @torch.no_grad()
+    def encode_images(self, images: np.ndarray, chunk: int = 8) -> torch.Tensor:
+        """uint8 ``(n, H, W, 3)`` -> latents ``(1, c, n, H/8, W/8)`` (posterior mean × scaling factor)."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self._execution_device, self.vae.dtype)
+        x = x.permute(0, 3, 1, 2) / 127.5 - 1.0                                       # (n, 3, H, W)
+        z = torch.cat([self.vae.encode(x[i : i + chunk]).latent_dist.mean for i in range(0, len(x), chunk)])
+        z = z * self.vae.config.scaling_factor                                        # (n, c, h, w)
+        return z.permute(1, 0, 2, 3).unsqueeze(0)                                     # (1, c, n, h, w)
+
+    def noise_to(self, z0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+        """``√ᾱ_t·z0 + √(1−ᾱ_t)·ε`` with the sampler's schedule."""
+        return self.scheduler.add_noise(z0, noise, torch.as_tensor([int(t)], device=z0.device))
+
+    def make_proxy(self, z_paint: torch.Tensor, text_embeds, strength: float, steps: int, guidance: float,
+                   generator) -> torch.Tensor:
+        """img2img on a one-frame latent ``(1, c, 1, h, w)``: noise to ``strength·T``, denoise by DDIM."""
+        self.scheduler.set_timesteps(steps, device=self._execution_device)
+        n = min(steps, max(1, int(round(steps * strength))))
+        timesteps = self.scheduler.timesteps[steps - n :]
+        noise = randn_tensor(z_paint.shape, generator=generator, device=self._execution_device,
+                             dtype=z_paint.dtype)
+        z = self.noise_to(z_paint, noise, timesteps[0])
+        for t in timesteps:
+            eps = self.predict_noise(z, t, text_embeds, guidance)
+            z = self.scheduler.step(eps, t, z).prev_sample
+        return z
+
+    def motion_field(self, painting: Painting, arrows, still_mask, strength: float, frames: int,
+                     sigma: float | None, r: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """Velocity ``(H, W, 2)`` in px/frame on the working canvas, and the still mask there (or None)."""
+        w, h = painting.size
+        still = None
+        if still_mask is not None:
+            still = arrow_ops.load_mask(still_mask, *painting.geometry.original[::-1]) \
+                if isinstance(still_mask, (str, Path)) else np.asarray(still_mask, bool)
+            check(still.shape == painting.geometry.original[::-1],
+                  f"still mask is {still.shape[1]}x{still.shape[0]}; the painting is "
+                  f"{painting.geometry.original[0]}x{painting.geometry.original[1]}")
+            from ..image_intake import apply_geometry
+
+            still = apply_geometry(still, painting.geometry, nearest=True, fill=False)
+        ow, oh = painting.geometry.original
+        arrow_ops.check_arrows_inside(list(arrows or []), ow, oh, "arrow")
+        mapped = []  # starts cropped away by the geometry drop out in sparse_flow
+        for a in arrows or []:
+            x0, y0 = painting.map_xy(a.x0, a.y0)
+            x1, y1 = painting.map_xy(a.x1, a.y1)
+            mapped.append(arrow_ops.Arrow(x0, y0, x1, y1, a.strength))
+        field = arrow_ops.dense_field(mapped, h, w, sigma=sigma, r=r, still=still, strength=strength)
+        return field / np.float32(frames - 1), still
+
+    def check_painting_inputs(self, num_frames, steps, p_vsds, proxy_strength, strength, motion_guidance,
+                              fusion, policy, guidance) -> None:
+        check(isinstance(num_frames, int) and 2 <= num_frames <= self.max_frames,
+              f"frames={num_frames} must be in [2, {self.max_frames}] (this motion module's window)")
+        check(isinstance(steps, int) and steps >= 2, f"steps={steps} must be an integer >= 2")
+        check(0.0 < p_vsds < 1.0, f"p_vsds={p_vsds} must be in (0, 1)")
+        check(0.0 < proxy_strength <= 1.0, f"proxy_strength={proxy_strength} must be in (0, 1]")
+        check(0.0 <= strength <= 10.0 and strength == strength, f"strength={strength} must be in [0, 10]")
+        check(0.0 <= motion_guidance <= 1.0, f"motion_guidance={motion_guidance} must be in [0, 1]")
+        check(fusion in FUSIONS, f"fusion='{fusion}' must be one of {', '.join(FUSIONS)}")
+        check(policy in POLICIES, f"policy='{policy}' must be one of {', '.join(POLICIES)}")
+        check(guidance >= 0 and np.isfinite(guidance), f"guidance={guidance} must be a finite number >= 0")
+
+    # ------------------------------------------------------------------ main
+    @torch.no_grad()
+    def __call__(
+        self,
+        painting,
+        prompt: str,
+        negative_prompt: str | None = None,
+        num_frames: int = DEFAULT_FRAMES,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        arrows: list | None = None,
+        still_mask=None,
+        strength: float = 1.0,
+        sigma: float | None = None,
+        threshold: float = arrow_ops.THRESHOLD,
+        motion_guidance: float = DEFAULT_MOTION_GUIDANCE,
+        proxy=None,
+        proxy_strength: float = DEFAULT_PROXY_STRENGTH,
+        use_proxy: bool = True,
+        use_vsds: bool = True,
+        fusion: str = "slerp",
+        p_vsds: float = P_VSDS,
+        vsds_alphas: list[float] | None = None,
+        policy: str = "fit",
+        long_side: int | None = None,
+        size: tuple[int, int] | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        output_type: str = "np",
+        decode_chunk_size: int = 16,
+        progress: bool = True,
+    ) -> PaintingVideoOutput:
+        """Animate ``painting`` (path, PIL image, array or :class:`Painting`) as described by ``prompt``."""
+        # 1. Check inputs, bring the painting in
+        check(isinstance(prompt, str) and prompt.strip() != "", "prompt must be a non-empty string")
+        check(output_type in ("np", "pt", "pil", "latent"), f"output_type='{output_type}' must be np|pt|pil|latent")
+        self.check_painting_inputs(num_frames, num_inference_steps, p_vsds, proxy_strength, strength,
+                                   motion_guidance, fusion, policy, guidance_scale)
+        check(decode_chunk_size >= 1, f"decode_chunk_size={decode_chunk_size} must be >= 1")
+        if not isinstance(painting, Painting):
+            painting = prepare_painting(painting, policy, long_side or self.native_size, size)
+        if generator is None:
+            generator = torch.Generator(device="cpu").manual_seed(0 if seed is None else int(seed))
+        device, L = self._execution_device, num_frames
+        W, H = painting.size
+        text_embeds = self.encode_prompt(prompt, negative_prompt, cfg=guidance_scale > 1.0)
+        dtype = text_embeds.dtype
+
+        # 2. Motion field (px/frame on the working canvas) and still mask
+        velocity, still = self.motion_field(painting, arrows, still_mask, strength, L, sigma, threshold)
+        moving = bool(np.any(velocity != 0))
+
+        # 3. Proxy image
+        z_paint = self.encode_images(painting.image[None])                             # (1, c, 1, h, w)
+        proxy_img, z_proxy = None, None
+        if use_proxy:
+            if proxy is not None:
+                rgb = read_image(proxy)[0] if isinstance(proxy, (str, Path)) else np.asarray(proxy, np.uint8)
+                x0, y0, x1, y1 = painting.content
+                proxy_img = painting.image.copy()
+                proxy_img[y0:y1, x0:x1] = fit_to(rgb, x1 - x0, y1 - y0)
+                z_proxy = self.encode_images(proxy_img[None])
+            else:
+                z_proxy = self.make_proxy(z_paint, text_embeds, proxy_strength, num_inference_steps,
+                                          guidance_scale, generator)
+                proxy_img = (self.decode_latents(z_proxy)[0, 0].permute(1, 2, 0).cpu().float().numpy()
+                             * 255 + 0.5).astype(np.uint8)
+
+        # 4. Static or cinemagraph latent videos
+        def video_latents(image: np.ndarray, z_still: torch.Tensor) -> torch.Tensor:
+            if not moving:
+                return z_still.repeat(1, 1, L, 1, 1)
+            z = self.encode_images(animate(image, velocity, L))
+            return torch.cat([z_still, z[:, :, 1:]], dim=2)   # frame 0 is the image itself, bit for bit
+        z_r = video_latents(painting.image, z_paint)                                    # (1, c, L, h, w)
+        z_s = video_latents(proxy_img, z_proxy) if use_proxy else None
+        z_cine = z_r
+
+        # 5. Dual-path VSDS with one fixed noise sample
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        train_T = int(self.scheduler.config.num_train_timesteps)
+        t_vsds = vsds_timesteps(timesteps, p_vsds, train_T)
+        t_denoise = [int(t) for t in timesteps if int(t) < p_vsds * train_T]
+        check(len(t_denoise) >= 1, f"steps={num_inference_steps} leaves no denoising step below p·T")
+        noise = randn_tensor(z_r.shape, generator=generator, device=device, dtype=dtype)
+        if use_vsds and t_vsds:
+            eps_fn = lambda z, t: self.predict_noise(z, t, text_embeds, guidance_scale)  # noqa: E731
+            alphas = vsds_alphas if vsds_alphas is not None else alpha_schedule(len(t_vsds))
+            acp = self.scheduler.alphas_cumprod
+            z_r = vsds(z_r, noise, t_vsds, eps_fn, acp, alphas)
+            if z_s is not None:
+                z_s = vsds(z_s, noise, t_vsds, eps_fn, acp, alphas)
+
+        # 6. Hybrid latent fusion over frames
+        fused = z_r if z_s is None else slerp_frames(z_r, z_s, linear=(fusion == "linear"))
+
+        # 7. Image-to-video denoising with known-region replacement
+        h, w = z_r.shape[-2:]
+        known_still = z_paint.repeat(1, 1, L, 1, 1)
+        frame0 = torch.zeros(1, 1, L, 1, 1, device=device, dtype=dtype)
+        frame0[:, :, 0] = 1
+        m_still = _latent_mask(still, h, w, device, dtype) if still is not None else None
+        m_move = _latent_mask(np.linalg.norm(velocity, axis=-1) > 0, h, w, device, dtype) if moving else None
+        n_guided = int(round(motion_guidance * len(t_denoise)))
+
+        def impose(z: torch.Tensor, t, i: int | None) -> torch.Tensor:
+            def put(z, known, mask):
+                target = known if t is None else self.noise_to(known, noise, t)
+                return torch.where(mask >= 1, target, z + mask * (target - z))
+            if m_move is not None and (i is None or i < n_guided):
+                z = put(z, z_cine, m_move)
+            if m_still is not None:
+                z = put(z, known_still, m_still)
+            return put(z, known_still, frame0)
+
+        latents = self.noise_to(fused, noise, t_denoise[0])
+        step_kwargs = self._step_kwargs(generator, 0.0)
+        with tqdm(total=len(t_denoise), desc="animating", disable=not progress, leave=False) as bar:
+            for i, t in enumerate(t_denoise):
+                latents = impose(latents, t, i)
+                eps = self.predict_noise(latents, t, text_embeds, guidance_scale)
+                latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+                bar.update()
+        latents = impose(latents, None, None if motion_guidance >= 1.0 else len(t_denoise))
+        extras = dict(latents=latents, painting=painting, proxy=proxy_img, velocity=velocity, still=still)
+        if output_type == "latent":
+            return PaintingVideoOutput(frames=latents, **extras)
+
+        # 8. Decode, crop the padding away
+        video = self.decode_latents(latents, decode_chunk_size)                        # (1, L, 3, H, W)
+        x0, y0, x1, y1 = painting.content
+        if (x0, y0, x1, y1) != (0, 0, W, H):
+            video = video[..., y0:y1, x0:x1]
+        return PaintingVideoOutput(frames=self._postprocess(video, output_type), **extras)
+
+
+def load_painting_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
+                           sparse_causal: str | None = None, device: str | torch.device = "cpu",
+                           dtype: torch.dtype = torch.float32) -> PaintingToVideoPipeline:
+    """Like :func:`~shanshui.pipelines.text_to_video.load_pipeline` (same files, same defaults), for paintings."""
+    from .text_to_video import load_pipeline
+
+    base = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype)
+    return PaintingToVideoPipeline(**base.components)
