@@ -96,7 +96,8 @@ def _to_uint8_rgb(im, background, notes: list[str]) -> np.ndarray:
         arr = np.asarray(im).astype(np.float64)
         if mode != "I" or arr.max(initial=0) > 255:
             check(arr.min(initial=0) >= 0 and arr.max(initial=0) <= 65535,
-                  f"integer image values span [{arr.min():g}, {arr.max():g}]; only 8- or 16-bit ranges are supported")
+                  f"integer image values span [{arr.min():g}, {arr.max():g}]; "
+                  f"only 8- or 16-bit ranges are supported")
             arr = arr * (255.0 / 65535.0)
             notes.append(f"16-bit {mode} image scaled to 8 bit")
         gray = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
@@ -105,7 +106,8 @@ def _to_uint8_rgb(im, background, notes: list[str]) -> np.ndarray:
     if mode == "F":
         arr = np.asarray(im, dtype=np.float64)
         check(np.isfinite(arr).all() and arr.min(initial=0) >= 0 and arr.max(initial=0) <= 1,
-              f"32-bit float image values span [{np.nanmin(arr):g}, {np.nanmax(arr):g}]; only [0, 1] is supported "
+              f"32-bit float image values span [{np.nanmin(arr):g}, {np.nanmax(arr):g}]; "
+              f"only [0, 1] is supported "
               f"(save the painting as an 8- or 16-bit PNG/JPEG/TIFF)")
         notes.append("32-bit float image scaled to 8 bit; grayscale converted to RGB")
         gray = (arr * 255 + 0.5).astype(np.uint8)
@@ -141,7 +143,8 @@ def read_image(path: str | Path, background=PAPER_WHITE, max_pixels: int = MAX_P
         with Image.open(path) as im:
             w, h = im.size
             check(w * h <= max_pixels,
-                  f"painting '{path.name}' is {w}x{h} = {w * h / 1e6:.1f} MP; the limit is {max_pixels / 1e6:g} MP "
+                  f"painting '{path.name}' is {w}x{h} = {w * h / 1e6:.1f} MP; "
+                  f"the limit is {max_pixels / 1e6:g} MP "
                   f"(downscale it first)")
             check(w >= 1 and h >= 1, f"painting '{path.name}' is empty ({w}x{h})")
             if getattr(im, "n_frames", 1) > 1:
@@ -214,7 +217,8 @@ def plan_geometry(width: int, height: int, policy: str = "fit", long_side: int =
         cw = max(MULTIPLE, round(width * s / MULTIPLE) * MULTIPLE)
         ch = max(MULTIPLE, round(height * s / MULTIPLE) * MULTIPLE)
         check(min(cw, ch) >= MIN_SIDE,
-              f"a {width}x{height} painting is too elongated: at long side {long_side} its short side would be "
+              f"a {width}x{height} painting is too elongated: at long side {long_side} "
+              f"its short side would be "
               f"{min(width, height) * s:.0f} px (< {MIN_SIDE}); use a larger size or policy 'crop'/'pad'")
         s = max(cw / width, ch / height)  # cover the nearest multiple-of-8 canvas, trim < 8 px
         rw, rh = max(cw, math.ceil(width * s - 1e-9)), max(ch, math.ceil(height * s - 1e-9))
@@ -236,7 +240,8 @@ def apply_geometry(image: np.ndarray, geom: Geometry, nearest: bool = False, fil
     masks. ``fill`` is the pad value (default: median colour of the image's outer border).
     """
     check(image.shape[1] == geom.original[0] and image.shape[0] == geom.original[1],
-          f"image is {image.shape[1]}x{image.shape[0]}, the geometry expects {geom.original[0]}x{geom.original[1]}")
+          f"image is {image.shape[1]}x{image.shape[0]}, "
+          f"the geometry expects {geom.original[0]}x{geom.original[1]}")
     rw, rh = geom.resized
     if (rw, rh) == geom.original:
         resized = image.copy()
@@ -251,7 +256,8 @@ def apply_geometry(image: np.ndarray, geom: Geometry, nearest: bool = False, fil
             resized = resized[..., None]
     tw, th = geom.size
     if fill is None:
-        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).reshape(-1, *image.shape[2:])
+        border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+        border = border.reshape(-1, *image.shape[2:])
         fill = np.median(border, axis=0).astype(image.dtype)
     canvas = np.empty((th, tw, *image.shape[2:]), image.dtype)
     canvas[...] = fill
@@ -272,7 +278,8 @@ def prepare_painting(source, policy: str = "fit", long_side: int = 512, size: tu
         from PIL import ImageOps
 
         w, h = source.size
-        check(w * h <= max_pixels, f"painting is {w}x{h} = {w * h / 1e6:.1f} MP; the limit is {max_pixels / 1e6:g} MP")
+        check(w * h <= max_pixels,
+              f"painting is {w}x{h} = {w * h / 1e6:.1f} MP; the limit is {max_pixels / 1e6:g} MP")
         notes: list[str] = []
         rgb = _to_uint8_rgb(ImageOps.exif_transpose(source), background, notes)
     else:
@@ -286,7 +293,7 @@ def prepare_painting(source, policy: str = "fit", long_side: int = 512, size: tu
 
 
 def fit_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Cover-and-centre-crop ``image`` (uint8 RGB) to exactly ``width x height`` (used for user proxy images)."""
+    """Cover-and-centre-crop ``image`` (uint8 RGB) to exactly ``width x height`` (for user proxy images)."""
     h, w = image.shape[:2]
     s = max(width / w, height / h)
     rw, rh = max(width, math.ceil(w * s - 1e-9)), max(height, math.ceil(h * s - 1e-9))

@@ -1,14 +1,14 @@
 """Latent-space operations of Every Painting Awakened (SPEC §4.2–4.3), as pure functions on tensors.
 
 * :func:`slerp_frames` — hybrid latent fusion: frame ``l`` of the result is the spherical interpolation
-  between the painting path and the proxy path at ``β_l = l / (L − 1)`` (eq. 4), with ``θ`` the angle between
-  the two whole latent videos (one angle per batch item, as in the paper). When ``sin θ`` is tiny (the two
-  latents are parallel, or anti-parallel) the weights ``sin((1−β)θ)/sin θ`` are numerically unstable; there
-  the function returns the linear interpolation, which is slerp's limit for ``θ → 0``.
+  between the painting path and the proxy path at ``β_l = l / (L − 1)`` (eq. 4), with ``θ`` the angle
+  between the two whole latent videos (one angle per batch item, as in the paper). When ``sin θ`` is tiny
+  (the two latents are parallel, or anti-parallel) the weights ``sin((1−β)θ)/sin θ`` are numerically
+  unstable; there the function returns the linear interpolation, which is slerp's limit for ``θ → 0``.
   ``linear=True`` gives the uniform linear interpolation of the paper's ablation.
 * :func:`vsds` — video score distillation: one fixed noise ``ε``; for each timestep ``t`` (high to low)
-  ``z_t = √ᾱ_t·ẑ0 + √(1−ᾱ_t)·ε``, ``∇ = ω(t)·(ε_θ(z_t, t) − ε)``, ``ẑ0 ← ẑ0 − α_i·∇`` with
-  ``ω(t) = 1 − ᾱ_t`` (the DreamFusion weighting that I4VGen's VSDS uses).
+  ``z_t = √ᾱ_t·ẑ0 + √(1−ᾱ_t)·ε``, ``∇ = ω(t)·(ε_θ(z_t, t) − ε)``, ``ẑ0 ← ẑ0 − α_i·∇``
+  with ``ω(t) = 1 − ᾱ_t`` (the DreamFusion weighting that I4VGen's VSDS uses).
 * :func:`alpha_schedule` — the "stepwise-decreasing" update weights the paper found best: ``high`` for the
   first half of the steps, 1 for the rest (the paper gives the shape, not the numbers; ``high = 2`` is ours).
 * :func:`vsds_timesteps` — the sampler's timesteps in ``[p·T, T]``.
@@ -38,7 +38,7 @@ def frame_betas(frames: int, dtype=torch.float32, device=None) -> torch.Tensor:
 
 def slerp_frames(z_r: torch.Tensor, z_s: torch.Tensor, linear: bool = False,
                  betas: torch.Tensor | None = None, eps: float = PARALLEL_EPS) -> torch.Tensor:
-    """Fuse two latent videos ``(b, c, f, h, w)`` over frames: frame ``l`` goes from ``z_r`` (β=0) to ``z_s`` (β=1)."""
+    """Fuse two latent videos ``(b, c, f, h, w)`` over frames, from ``z_r`` (β=0) to ``z_s`` (β=1)."""
     check(z_r.shape == z_s.shape and z_r.ndim == 5, f"latents must both be (b, c, f, h, w), got "
                                                     f"{tuple(z_r.shape)} and {tuple(z_s.shape)}")
     b, _, f = z_r.shape[:3]
@@ -65,7 +65,8 @@ def alpha_schedule(n: int, high: float = ALPHA_HIGH) -> list[float]:
     return [float(high) if i < math.ceil(n / 2) else 1.0 for i in range(n)]
 
 
-def vsds_timesteps(timesteps: Sequence[int] | torch.Tensor, p: float = P_VSDS, train_steps: int = 1000) -> list[int]:
+def vsds_timesteps(timesteps: Sequence[int] | torch.Tensor, p: float = P_VSDS,
+                   train_steps: int = 1000) -> list[int]:
     """The timesteps ``t >= p·T`` of a (descending) sampler schedule: the VSDS phase."""
     check(0.0 < p < 1.0, f"p={p} must be in (0, 1)")
     return [int(t) for t in timesteps if int(t) >= p * train_steps]
@@ -76,7 +77,8 @@ def vsds(z0: torch.Tensor, noise: torch.Tensor, timesteps: Sequence[int], eps_fn
     """Refine a (static) latent video ``z0`` by video score distillation (see the module docstring).
 
     ``eps_fn(z_t, t)`` returns the model's (guided) noise prediction for ``z_t``; ``noise`` is the one
-    fixed ``ε`` (same shape as ``z0``); ``alphas`` the per-step update weights (default: stepwise-decreasing).
+    fixed ``ε`` (same shape as ``z0``); ``alphas`` the per-step update weights (default:
+    stepwise-decreasing).
     """
     check(noise.shape == z0.shape, f"noise shape {tuple(noise.shape)} != latent shape {tuple(z0.shape)}")
     alphas = alpha_schedule(len(timesteps)) if alphas is None else list(alphas)

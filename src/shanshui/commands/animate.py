@@ -44,14 +44,16 @@ def gather_arrows(values: tuple[str, ...]) -> list:
 @click.option("--no-vsds", is_flag=True, help="Ablation: no score distillation.")
 @click.option("--linear", is_flag=True, help="Ablation: linear instead of slerp fusion.")
 @click.option("--motion-guidance", type=float, default=0.5, show_default=True,
-              help="Fraction of denoising steps that pull the arrows' region to the warped painting (0-1).")
+              help="Fraction of denoising steps that hold the arrows' region to the warped initial latent (0-1).")
 @click.option("--policy", type=click.Choice(["fit", "crop", "pad"]), default="fit", show_default=True,
               help="fit: keep aspect, longer side = --size; crop/pad: exactly --size WxH.")
 @click.option("--size", default=None, help="fit: N (longer side); crop/pad: WxH. Multiples of 8. "
                                            "Default: the model's native size.")
 @click.option("--frames", type=int, default=16, show_default=True)
-@click.option("--steps", type=int, default=25, show_default=True, help="DDIM steps (VSDS uses those >= 0.6 T).")
-@click.option("--guidance", type=float, default=8.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--steps", type=int, default=25, show_default=True,
+              help="DDIM steps (VSDS uses those >= 0.6 T).")
+@click.option("--guidance", type=float, default=8.0, show_default=True,
+              help="Classifier-free guidance scale.")
 @click.option("--negative", default=None, help="Negative prompt.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--model", type=click.Path(path_type=Path), default=None,

@@ -5,8 +5,10 @@ by ``s·(x1 − x0, y1 − y0)`` pixels over the whole clip. The pipeline works 
 so the dense field built here (pixels per clip) is divided by ``frames − 1`` by the caller.
 
 * :func:`parse_arrow`, :func:`load_arrows` — the CLI text form ``x0,y0,x1,y1[,strength]`` and a JSON file.
-* :func:`sparse_flow` — eq. 5: the arrow's displacement times its strength at its start pixel, zero elsewhere.
-* :func:`densify` — eq. 6: ``f̂(p) = Σ_i exp(−(|p − p_i| / σ)²) · f_s(p_i)`` (a sum, not a normalised mean).
+* :func:`sparse_flow` — eq. 5: the arrow's displacement times its strength at its start pixel, zero
+  elsewhere.
+* :func:`densify` — eq. 6: ``f̂(p) = Σ_i exp(−(|p − p_i| / σ)²) · f_s(p_i)`` (a sum, not a normalised
+  mean).
 * :func:`threshold` — eq. 7: keep ``f̂`` where ``|f̂| > R``, zero elsewhere. ``R`` is a *fraction of the
   longest arrow* (the paper's 0.05 is on a normalised flow scale; an absolute 0.05 px would keep everything).
 * :func:`apply_still_mask`, :func:`load_mask` — a user mask of regions that must not move.
@@ -47,7 +49,7 @@ class Arrow:
         return (self.x1 - self.x0) * self.strength, (self.y1 - self.y0) * self.strength
 
     def mapped(self, scale_x: float, scale_y: float, offset_x: float, offset_y: float) -> "Arrow":
-        """The same arrow in another pixel grid: ``x' = x·scale_x + offset_x`` (resizing, cropping, padding)."""
+        """The same arrow in another pixel grid: ``x' = x·scale_x + offset_x`` (resize, crop, pad)."""
         return Arrow(self.x0 * scale_x + offset_x, self.y0 * scale_y + offset_y,
                      self.x1 * scale_x + offset_x, self.y1 * scale_y + offset_y, self.strength)
 
@@ -82,12 +84,14 @@ def load_arrows(path: str | Path) -> list[Arrow]:
         raise ShanshuiError(f"arrow file '{path}' is not valid JSON: {str(exc).splitlines()[0]}") from None
     if isinstance(data, dict):
         data = data.get("arrows")
-    check(isinstance(data, list), f"arrow file '{path}' must hold a list of arrows (or {{\"arrows\": [...]}})")
+    check(isinstance(data, list),
+          f"arrow file '{path}' must hold a list of arrows (or {{\"arrows\": [...]}})")
     arrows = []
     for i, item in enumerate(data):
         where = f"arrow #{i} in '{path}'"
         if isinstance(item, dict):
-            check("from" in item and "to" in item, f"{where} needs 'from' and 'to' (and optionally 'strength')")
+            check("from" in item and "to" in item,
+                  f"{where} needs 'from' and 'to' (and optionally 'strength')")
             check(all(isinstance(item[k], (list, tuple)) and len(item[k]) == 2 for k in ("from", "to")),
                   f"{where}: 'from' and 'to' must be [x, y]")
             values = [*item["from"], *item["to"], item.get("strength", 1.0)]
@@ -125,7 +129,7 @@ def default_sigma(height: int, width: int) -> float:
 
 
 def densify(sparse: np.ndarray, sigma: float) -> np.ndarray:
-    """Eq. 6: ``f̂(p) = Σ_i exp(−(|p − p_i| / σ)²) · f_s(p_i)`` over the non-zero pixels ``p_i`` of ``sparse``."""
+    """Eq. 6: ``f̂(p) = Σ_i exp(−(|p − p_i| / σ)²) · f_s(p_i)`` over the non-zero pixels ``p_i``."""
     check(sigma > 0 and math.isfinite(sigma), f"sigma={sigma} must be a finite number > 0")
     h, w = sparse.shape[:2]
     ys, xs = np.nonzero(np.any(sparse != 0, axis=-1))
@@ -149,7 +153,8 @@ def apply_still_mask(field: np.ndarray, still: np.ndarray | None) -> np.ndarray:
     """Zero the field where ``still`` (bool ``(H, W)``) is true."""
     if still is None:
         return field
-    check(still.shape == field.shape[:2], f"mask size {still.shape} does not match the field {field.shape[:2]}")
+    check(still.shape == field.shape[:2],
+          f"mask size {still.shape} does not match the field {field.shape[:2]}")
     return np.where(still[..., None], 0, field).astype(np.float32)
 
 

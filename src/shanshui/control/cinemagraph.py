@@ -8,8 +8,8 @@ given particle moves, so frame ``k`` is found by tracing each output pixel ``k``
 Each trace step is one :func:`shanshui.flow.backward_warp` of the field by the current displacement
 ``d_j = s_j − p``, and the frame itself is ``backward_warp(image, d_k)``. A uniform field ``(1, 0)`` shifts
 the picture right by ``k`` pixels at frame ``k``, and the optical flow from frame ``k`` to ``k + 1`` equals
-``v`` where the field is smooth — the convention of :mod:`shanshui.flow`. Where moving content leaves a place
-and nothing flows in, the image edge nearest along the trace is stretched (``border="replicate"``).
+``v`` where the field is smooth — the convention of :mod:`shanshui.flow`. Where moving content leaves a
+place and nothing flows in, the image edge nearest along the trace is stretched (``border="replicate"``).
 """
 
 from __future__ import annotations

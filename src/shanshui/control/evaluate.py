@@ -2,10 +2,10 @@
 
 * :func:`control_errors` — estimate the optical flow between consecutive output frames
   (:func:`shanshui.flow.estimate_flow`) and compare it with the requested velocity field ``v`` (px/frame):
-  ``epe`` — mean endpoint error ``|F_k(p) − v(p)|`` over the arrows' region (where ``v ≠ 0``) and all frame
-  pairs; ``direction`` — mean cosine between the clip's mean flow and ``v`` there (1 = same direction,
-  0 = unrelated or still, −1 = opposite); ``speed_ratio`` — the mean flow's component along ``v`` divided by
-  ``|v|``; ``still_motion`` — mean flow length (px/frame) inside the still mask.
+  ``epe`` — mean endpoint error ``|F_k(p) − v(p)|`` over the arrows' region (where ``v ≠ 0``) and all
+  frame pairs; ``direction`` — mean cosine between the clip's mean flow and ``v`` there (1 = same direction,
+  0 = unrelated or still, −1 = opposite); ``speed_ratio`` — the mean flow's component along ``v``
+  divided by ``|v|``; ``still_motion`` — mean flow length (px/frame) inside the still mask.
 * :func:`style_drift` — how far each frame's look wanders from the painting: ``colour`` is the CIE-Lab
   distance (ΔE76) between the frame's mean colour and the painting's; ``texture`` is ``|log(g_k / g_0)|``
   with ``g`` the mean Sobel gradient magnitude of the gray image (brush-stroke energy). Both are averaged
@@ -29,12 +29,13 @@ def _u8(frames) -> np.ndarray:
 
 def control_errors(frames, velocity: np.ndarray, still: np.ndarray | None = None, flows=None,
                    flow: str = "dis") -> dict:
-    """See the module docstring. ``frames`` ``(F, H, W, 3)``; ``velocity`` ``(H, W, 2)``; ``still`` bool ``(H, W)``."""
+    """See the module docstring. ``frames`` (F, H, W, 3); ``velocity`` (H, W, 2); ``still`` bool (H, W)."""
     from ..metrics import consecutive_flows
 
     arr = _u8(frames)
     check(arr.ndim == 4 and len(arr) >= 2, f"frames must be (F>=2, H, W, 3), got {arr.shape}")
-    check(velocity.shape == (*arr.shape[1:3], 2), f"velocity {velocity.shape} does not match frames {arr.shape}")
+    check(velocity.shape == (*arr.shape[1:3], 2),
+          f"velocity {velocity.shape} does not match frames {arr.shape}")
     f = consecutive_flows(arr, flow) if flows is None else np.asarray(flows, np.float32)   # (F-1, H, W, 2)
     out = {"motion": float(np.linalg.norm(f, axis=-1).mean())}
     speed = np.linalg.norm(velocity, axis=-1)                                               # (H, W)
@@ -49,7 +50,8 @@ def control_errors(frames, velocity: np.ndarray, still: np.ndarray | None = None
         out["direction"] = float(cos.mean())
         out["speed_ratio"] = float((along / speed[region]).mean())
     if still is not None and still.any():
-        check(still.shape == arr.shape[1:3], f"still mask {still.shape} does not match frames {arr.shape[1:3]}")
+        check(still.shape == arr.shape[1:3],
+              f"still mask {still.shape} does not match frames {arr.shape[1:3]}")
         out["still_motion"] = float(np.linalg.norm(f, axis=-1)[:, still].mean())
     return out
 
@@ -65,7 +67,7 @@ def _stats(image: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def style_drift(frames, painting: np.ndarray) -> dict:
-    """Per-frame colour (ΔE76 of mean Lab) and texture (|log gradient-energy ratio|) drift vs ``painting``."""
+    """Colour (ΔE76 of mean Lab) and texture (|log gradient-energy ratio|) drift of frames vs ``painting``."""
     arr, ref = _u8(frames), _u8(painting[None])[0]
     check(arr.shape[1:] == ref.shape, f"frames {arr.shape[1:]} and painting {ref.shape} differ in size")
     lab0, g0 = _stats(ref)

@@ -1,4 +1,5 @@
-"""Painting -> video, training-free (Every Painting Awakened, SPEC §4), with arrow / strength control (§2.2–2.3).
+"""Painting -> video, training-free (Every Painting Awakened, SPEC §4), with arrow/strength control
+(SPEC §2.2–2.3).
 
 The same base model and motion module as text-to-video; no new weights. Stages of ``__call__``:
 
@@ -16,15 +17,18 @@ The same base model and motion module as text-to-video; no new weights. Stages o
    cinemagraph (:mod:`shanshui.control.cinemagraph`) and VAE-encoded frame by frame; without a field they
    are simply replicated over the ``L`` frames.
 5. Dual-path VSDS (§4.2): both latent videos are refined with one fixed noise sample over the sampler's
-   timesteps in ``[p·T, T]`` (``p = 0.6``) with stepwise-decreasing weights (:func:`shanshui.latent_ops.vsds`).
+   timesteps in ``[p·T, T]`` (``p = 0.6``) with stepwise-decreasing weights
+   (:func:`shanshui.latent_ops.vsds`).
 6. Hybrid latent fusion (§4.3): slerp over frames, ``β_l = l/(L−1)`` (or linear, for the ablation).
 7. Image-to-video denoising: the fused latent is noised with the same ``ε`` to the first timestep below
    ``p·T`` and DDIM-denoised over the remaining timesteps. Before every step, frame 0 is overwritten with
    the painting's latent noised to the current level (the known-region replacement of inpainting samplers,
    along the time axis), and so are the still-mask region (in every frame) and, during the first
-   ``motion_guidance`` fraction of the steps, the moving region (with the cinemagraph's latents). After the
-   last step the clean latents are put back there, so frame 0 decodes to the VAE reconstruction of the
-   painting exactly.
+   ``motion_guidance`` fraction of the steps, the moving region (with the fused latent of stage 6, which
+   carries the cinemagraph's motion together with what VSDS and the proxy added; re-imposing the plain
+   cinemagraph there would erase both, since with the paper's σ the region covers most of the frame).
+   After the last step the clean latents are put back, so frame 0 decodes to the VAE reconstruction of
+   the painting exactly.
 8. Decode; with ``policy="pad"`` the padding is cropped away again.
 
 Ablations: ``use_proxy=False`` (VSDS on the painting only, no fusion), ``use_vsds=False`` (fusion of the
@@ -56,9 +60,10 @@ FUSIONS = ("slerp", "linear")
 
 @dataclass
 class PaintingVideoOutput:
-    """``frames`` as in :class:`~shanshui.pipelines.text_to_video.VideoOutput`; plus what was built on the way:
+    """``frames`` as in :class:`~shanshui.pipelines.text_to_video.VideoOutput`, plus what was built:
     ``painting`` (the working :class:`Painting`), ``proxy`` uint8 ``(H, W, 3)`` or None, ``velocity`` float32
-    ``(H, W, 2)`` px/frame on the working canvas, ``still`` bool ``(H, W)`` or None."""
+    ``(H, W, 2)`` px/frame on the working canvas, ``still`` bool ``(H, W)`` or None, ``fused`` the initial
+    latent video after VSDS and fusion ``(1, c, L, h, w)``."""
 
     frames: object
     latents: torch.Tensor
@@ -66,6 +71,7 @@ class PaintingVideoOutput:
     proxy: np.ndarray | None
     velocity: np.ndarray
     still: np.ndarray | None
+    fused: torch.Tensor | None = None
 
 
 def _latent_mask(mask: np.ndarray, h: int, w: int, device, dtype) -> torch.Tensor:
@@ -181,7 +187,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         """Animate ``painting`` (path, PIL image, array or :class:`Painting`) as described by ``prompt``."""
         # 1. Check inputs, bring the painting in
         check(isinstance(prompt, str) and prompt.strip() != "", "prompt must be a non-empty string")
-        check(output_type in ("np", "pt", "pil", "latent"), f"output_type='{output_type}' must be np|pt|pil|latent")
+        check(output_type in ("np", "pt", "pil", "latent"),
+              f"output_type='{output_type}' must be np|pt|pil|latent")
         self.check_painting_inputs(num_frames, num_inference_steps, p_vsds, proxy_strength, strength,
                                    motion_guidance, fusion, policy, guidance_scale)
         check(decode_chunk_size >= 1, f"decode_chunk_size={decode_chunk_size} must be >= 1")
@@ -222,7 +229,6 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
             return torch.cat([z_still, z[:, :, 1:]], dim=2)   # frame 0 is the image itself, bit for bit
         z_r = video_latents(painting.image, z_paint)                                    # (1, c, L, h, w)
         z_s = video_latents(proxy_img, z_proxy) if use_proxy else None
-        z_cine = z_r
 
         # 5. Dual-path VSDS with one fixed noise sample
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -257,7 +263,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
                 target = known if t is None else self.noise_to(known, noise, t)
                 return torch.where(mask >= 1, target, z + mask * (target - z))
             if m_move is not None and (i is None or i < n_guided):
-                z = put(z, z_cine, m_move)
+                z = put(z, fused, m_move)
             if m_still is not None:
                 z = put(z, known_still, m_still)
             return put(z, known_still, frame0)
@@ -271,7 +277,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
                 latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
                 bar.update()
         latents = impose(latents, None, None if motion_guidance >= 1.0 else len(t_denoise))
-        extras = dict(latents=latents, painting=painting, proxy=proxy_img, velocity=velocity, still=still)
+        extras = dict(latents=latents, painting=painting, proxy=proxy_img, velocity=velocity, still=still,
+                      fused=fused)
         if output_type == "latent":
             return PaintingVideoOutput(frames=latents, **extras)
 
@@ -286,7 +293,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
 def load_painting_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                            sparse_causal: str | None = None, device: str | torch.device = "cpu",
                            dtype: torch.dtype = torch.float32) -> PaintingToVideoPipeline:
-    """Like :func:`~shanshui.pipelines.text_to_video.load_pipeline` (same files, same defaults), for paintings."""
+    """:func:`~shanshui.pipelines.text_to_video.load_pipeline` (same files and defaults), for paintings."""
     from .text_to_video import load_pipeline
 
     base = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype)
