@@ -158,6 +158,28 @@ def test_read_converts_rgba_gray_16bit(tmp_path):
     assert (rgb == 255).all() and any("16-bit" in n for n in notes)
 
 
+def test_read_cmyk_palette_animated_exif(tmp_path):
+    Image.new("CMYK", (5, 4), (0, 0, 0, 0)).save(tmp_path / "c.jpg")
+    rgb, notes = read_image(tmp_path / "c.jpg")
+    assert rgb.shape == (4, 5, 3) and rgb.min() > 240 and "CMYK image converted to RGB" in notes
+    pal = Image.new("P", (4, 4), 1)
+    pal.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "p.png", transparency=0)
+    rgb, _ = read_image(tmp_path / "p.png")
+    assert rgb[0, 0].tolist() == [10, 20, 30]
+    frames = [Image.new("RGB", (6, 6), c) for c in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    rgb, notes = read_image(tmp_path / "a.gif")
+    assert rgb[0, 0, 0] > 200 and rgb[0, 0, 1] < 50 and any("first frame" in n for n in notes)
+    im = Image.fromarray(np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3))
+    exif = im.getexif()
+    exif[0x0112] = 6                                           # rotate 90° clockwise to display
+    im.save(tmp_path / "r.jpg", exif=exif, quality=100)
+    rgb, notes = read_image(tmp_path / "r.jpg")
+    assert rgb.shape == (6, 4, 3) and "EXIF orientation applied" in notes
+
+
 def test_refusals(tmp_path):
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / "big.png")
     with pytest.raises(ShanshuiError, match=r"100x100 = 0.0 MP; the limit is 0.005 MP"):

@@ -115,6 +115,15 @@ def test_still_mask_region_keeps_the_painting_latent(pipe, painting):
     right = out.latents[..., w // 2 + 1 :]
     torch.testing.assert_close(right, z_paint[..., w // 2 + 1 :].expand_as(right), atol=0, rtol=0)
     assert out.velocity[:, 40:].max() == 0 and out.velocity[..., 0].max() > 0
+    # in pixels: the still region (4 px inside its edge, past the feather) repeats frame 0 exactly
+    x_edge = int(np.ceil(out.painting.map_xy(40, 0)[0]))
+    frames = out.frames[0]
+    np.testing.assert_array_equal(frames[1:, :, x_edge + 4 :], np.broadcast_to(frames[:1, :, x_edge + 4 :],
+                                                                               frames[1:, :, x_edge + 4 :].shape))
+    loose = pipe(painting, "mist", seed=1, arrows=[Arrow(10, 24, 30, 24)], still_mask=still, long_side=64,
+                 still_composite=False, **KW).frames[0]
+    assert np.abs(loose[1:, :, x_edge + 4 :] - loose[:1, :, x_edge + 4 :]).max() > 1e-4   # decoder bleed
+    np.testing.assert_allclose(loose[:, :, : x_edge - 8], frames[:, :, : x_edge - 8], atol=1e-6)
 
 
 def test_ablations_change_the_result(pipe, painting):

@@ -29,7 +29,9 @@ The same base model and motion module as text-to-video; no new weights. Stages o
    cinemagraph there would erase both, since with the paper's σ the region covers most of the frame).
    After the last step the clean latents are put back, so frame 0 decodes to the VAE reconstruction of
    the painting exactly.
-8. Decode; with ``policy="pad"`` the padding is cropped away again.
+8. Decode; inside the still mask every frame takes decoded frame 0's pixels (3 px feathered edge, see
+   :func:`hold_still`; ``still_composite=False`` turns it off); with ``policy="pad"`` the padding is
+   cropped away again.
 
 Ablations: ``use_proxy=False`` (VSDS on the painting only, no fusion), ``use_vsds=False`` (fusion of the
 static latents), ``fusion="linear"``. Defaults are listed and explained in ``docs/painting_to_video.md``.
@@ -55,6 +57,7 @@ from .text_to_video import DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS, Text
 
 DEFAULT_PROXY_STRENGTH = 0.5
 DEFAULT_MOTION_GUIDANCE = 0.5
+STILL_FEATHER = 3
 FUSIONS = ("slerp", "linear")
 
 
@@ -78,6 +81,17 @@ def _latent_mask(mask: np.ndarray, h: int, w: int, device, dtype) -> torch.Tenso
     """A pixel mask ``(H, W)`` -> soft latent mask ``(1, 1, 1, h, w)`` (area fraction per latent cell)."""
     small = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
     return torch.from_numpy(small).to(device, dtype)[None, None, None]
+
+
+def hold_still(video: torch.Tensor, still: np.ndarray, feather: int = STILL_FEATHER) -> torch.Tensor:
+    """Copy decoded frame 0 into every frame where ``still`` (bool ``(H, W)``) holds. The weight ramps from 0
+    at the mask's edge to 1 at ``feather`` px inside it (so nothing outside the mask changes). The latents
+    there are already the painting's, but a decoder's receptive field reaches across the mask border; this
+    makes "still" exact in pixels without a visible seam."""
+    inside = cv2.distanceTransform(still.astype(np.uint8), cv2.DIST_L2, 3)           # px to the nearest 0
+    m = np.clip(inside / max(feather, 1), 0, 1).astype(np.float32)
+    m = torch.from_numpy(m).to(video.device, video.dtype)[None, None, None]          # (1, 1, 1, H, W)
+    return video[:, :1] * m + video * (1 - m)
 
 
 class PaintingToVideoPipeline(TextToVideoPipeline):
@@ -168,6 +182,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         sigma: float | None = None,
         threshold: float = arrow_ops.THRESHOLD,
         motion_guidance: float = DEFAULT_MOTION_GUIDANCE,
+        still_composite: bool = True,
         proxy=None,
         proxy_strength: float = DEFAULT_PROXY_STRENGTH,
         use_proxy: bool = True,
@@ -282,8 +297,10 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         if output_type == "latent":
             return PaintingVideoOutput(frames=latents, **extras)
 
-        # 8. Decode, crop the padding away
+        # 8. Decode, hold still regions in pixels too, crop the padding away
         video = self.decode_latents(latents, decode_chunk_size)                        # (1, L, 3, H, W)
+        if still is not None and still_composite:
+            video = hold_still(video, still)
         x0, y0, x1, y1 = painting.content
         if (x0, y0, x1, y1) != (0, 0, W, H):
             video = video[..., y0:y1, x0:x1]
