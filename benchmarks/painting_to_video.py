@@ -111,7 +111,7 @@ def paintings() -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ pipes
-def build_pipeline(components: str):
+def build_pipeline(components: str, model: str | None = None, motion_module: str | None = None):
     import torch
 
     from shanshui.models.motion import build_video_unet, motion_parameters
@@ -119,6 +119,16 @@ def build_pipeline(components: str):
     from shanshui.pipelines.loading import bundled_model_available
     from shanshui.pipelines.painting_to_video import PaintingToVideoPipeline, load_painting_pipeline
 
+    if model is not None:
+        from shanshui.pipelines.loading import load_base_components
+        from shanshui.schedulers import make_scheduler
+
+        if motion_module is not None:
+            return load_painting_pipeline(model, motion_module), f"model {model} + motion module {motion_module}"
+        c = load_base_components(model)
+        unet = build_video_unet(c["unet"])  # fresh motion modules: zeroed outputs, i.e. the identity
+        pipe = PaintingToVideoPipeline(c["vae"], c["text_encoder"], c["tokenizer"], unet, make_scheduler())
+        return pipe, f"trained image model {model}; motion module UNTRAINED (identity)"
     if components == "bundled":
         if not bundled_model_available():
             raise SystemExit("no bundled model is installed; use --components small or tiny")
@@ -157,7 +167,7 @@ def run(args) -> dict:
     from shanshui.image_intake import prepare_painting
 
     torch.set_num_threads(args.threads)
-    pipe, label = build_pipeline(args.components)
+    pipe, label = build_pipeline(args.components, args.model, args.motion_module)
     long_side = args.long_side or pipe.native_size
     results, rows = {}, []
     for name, (image, fr_arrows, still_from) in paintings().items():
@@ -227,6 +237,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--components", choices=["bundled", "small", "tiny"], default=None,
                     help="default: bundled if installed, else small")
+    ap.add_argument("--model", default=None, help="a base-model folder instead of --components (e.g. a stage-1 "
+                                                   "image model); with no --motion-module a fresh one is used")
+    ap.add_argument("--motion-module", default=None)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--long-side", type=int, default=None, help="default: the model's native size")
@@ -236,7 +249,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "painting_to_video.json"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.components is None:
+    if args.components is None and args.model is None:
         from shanshui.pipelines.loading import bundled_model_available
 
         args.components = "bundled" if bundled_model_available() else "small"
