@@ -96,10 +96,19 @@ class TextToVideoPipeline(DiffusionPipeline):
         return eps
 
     def decode_latents(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-        """``(b, c, f, h, w)`` latents -> ``(b, f, 3, H, W)`` float32 images in [0, 1], ``chunk`` frames at a time."""
+        """``(b, c, f, h, w)`` latents -> ``(b, f, 3, H, W)`` float32 images in [0, 1], ``chunk`` frames at a time.
+
+        The VAE decodes in eval mode (its previous mode is restored): the same weights left in training mode
+        decode to slightly different numbers (measured ~1e-6 on the tiny test model), so a freshly built and a
+        loaded model would not agree."""
         b, c, f, h, w = latents.shape
         z = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / self.vae.config.scaling_factor
-        images = torch.cat([self.vae.decode(z[i : i + chunk]).sample for i in range(0, b * f, chunk)])
+        was_training = self.vae.training
+        self.vae.eval()
+        try:
+            images = torch.cat([self.vae.decode(z[i : i + chunk]).sample for i in range(0, b * f, chunk)])
+        finally:
+            self.vae.train(was_training)
         images = (images.float() / 2 + 0.5).clamp(0, 1)
         return images.reshape(b, f, *images.shape[1:])
 
