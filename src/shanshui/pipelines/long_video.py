@@ -278,7 +278,8 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
     bar = tqdm(total=plan.unet_evaluations, desc=f"clip 1/{k}", unit="eval", disable=not progress, leave=False)
 
     # 3. Shared phase: clip 1 alone for the first M steps
-    for t in timesteps[: plan.shared]:
+    for step, t in enumerate(timesteps[: plan.shared]):
+        bar.set_postfix_str(f"step {step + 1}/{plan.steps}")
         eps = pipe.predict_noise(z, t, text_embeds, guidance_scale)
         evaluations += 1
         z = ddim_update(pipe.scheduler, t, z, eps, eps)
@@ -290,7 +291,8 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
         clips[1:] = pipe.prepare_latents((k - 1, *shape[1:]), text_embeds.dtype, generator)
     if k > 1:
         bar.set_description(f"clips 1-{k}")
-    for t in timesteps[plan.shared :]:
+    for step, t in enumerate(timesteps[plan.shared :], start=plan.shared):
+        bar.set_postfix_str(f"step {step + 1}/{plan.steps}")
         eps = torch.empty_like(clips)
         for i in range(k):
             eps[i] = pipe.predict_noise(clips[i : i + 1], t, text_embeds, guidance_scale)[0]
