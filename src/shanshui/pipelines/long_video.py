@@ -11,8 +11,9 @@ animation paper):
    the frames two neighbouring clips share are replaced by a cross-faded consensus (linear ramps), so the
    clips are stitched while they are still being denoised and no seam survives to the end.
 
-UNet evaluations: ``T + (K − 1)(T − M)`` instead of ``K·T``. γ = 1 makes every clip a copy of clip 1, γ = 0
-makes them independent clips denoised from the same starting noise (differing only by the reschedule).
+UNet evaluations: ``T + (K − 1)(T − M)`` instead of ``K·T``. γ = 1 makes every clip a copy of clip 1; γ = 0
+shares no step (each clip starts from its own noise), though the reschedule below still pulls every clip's
+noise towards clip 1's.
 
 **Shared noise reschedule** (eq. 10–12). In a per-clip step a DDIM update is
 ``z' = √ᾱ'·x̂0 + √(1−ᾱ')·d`` where ``x̂0`` comes from the clip's own noise prediction and ``d`` is the
