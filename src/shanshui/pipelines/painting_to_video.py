@@ -107,7 +107,12 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         """uint8 ``(n, H, W, 3)`` -> latents ``(1, c, n, H/8, W/8)`` (posterior mean × scaling factor)."""
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self._execution_device, self.vae.dtype)
         x = x.permute(0, 3, 1, 2) / 127.5 - 1.0                                       # (n, 3, H, W)
-        z = torch.cat([self.vae.encode(x[i : i + chunk]).latent_dist.mean for i in range(0, len(x), chunk)])
+        was_training = self.vae.training
+        self.vae.eval()  # as decode_latents: the same numbers whether the model was built or loaded
+        try:
+            z = torch.cat([self.vae.encode(x[i : i + chunk]).latent_dist.mean for i in range(0, len(x), chunk)])
+        finally:
+            self.vae.train(was_training)
         z = z * self.vae.config.scaling_factor                                        # (n, c, h, w)
         return z.permute(1, 0, 2, 3).unsqueeze(0)                                     # (1, c, n, h, w)
 
