@@ -39,6 +39,11 @@ PRESETS = {
     "small": Preset(unet_channels=(64, 128, 256), unet_layers=1, unet_groups=32, attention_head_dim=32,
                     text_dim=128, text_layers=4, text_heads=4, vae_channels=(32, 64, 64, 64), vae_groups=32,
                     motion_heads=8, sample_size=16),
+    # The model shipped inside the package, trained on a 2-core CPU (see MODEL_CARD.md): 128 px frames,
+    # 16x16 latents, a 3-level UNet, a 2-layer text encoder.
+    "bundled": Preset(unet_channels=(32, 64, 128), unet_layers=1, unet_groups=8, attention_head_dim=4,
+                      text_dim=64, text_layers=2, text_heads=4, vae_channels=(16, 32, 64, 64), vae_groups=8,
+                      motion_heads=4, sample_size=16),
 }
 
 
@@ -50,10 +55,12 @@ def _blocks(n: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def make_components(preset: str = "tiny", seed: int = 0, motion: MotionConfig | dict | None = None,
-                    tokenizer_dir: str | None = None) -> dict:
+                    tokenizer_dir: str | None = None, tokenizer_corpus: list[str] | None = None,
+                    tokenizer_merges: int = 400) -> dict:
     """Randomly initialised ``unet`` (2D), ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``.
 
     Also returns ``motion_config`` (a :class:`MotionConfig` matched to the UNet). Deterministic for ``seed``.
+    The tokenizer's BPE vocabulary is learned from ``tokenizer_corpus`` (default: the landscape word list).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -64,7 +71,8 @@ def make_components(preset: str = "tiny", seed: int = 0, motion: MotionConfig | 
     if preset not in PRESETS:
         raise ValueError(f"preset='{preset}' must be one of {sorted(PRESETS)}")
     p = PRESETS[preset]
-    tokenizer = load_tokenizer(write_tokenizer(tokenizer_dir or tempfile.mkdtemp(prefix="shanshui-tok-")))
+    tokenizer = load_tokenizer(write_tokenizer(tokenizer_dir or tempfile.mkdtemp(prefix="shanshui-tok-"),
+                                               corpus=tokenizer_corpus, num_merges=tokenizer_merges))
     down, up = _blocks(len(p.unet_channels))
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
