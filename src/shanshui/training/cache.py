@@ -16,7 +16,6 @@ The cache is built in a hidden temporary folder and renamed into place when comp
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ShanshuiError, check
+from .checkpoint import replace_dir
 
 CACHE_VERSION = 1
 CACHE_FILE = "cache.json"
@@ -93,13 +93,7 @@ def write_latent_cache(dataset, vae, tokenizer, text_encoder, output: str | Path
     if output.exists():
         check(output.is_dir() and (output / CACHE_FILE).is_file(),
               f"'{output}' exists and is not a latent cache; refusing to replace it")
-        old = output.with_name(f".{output.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(output, old)
-        os.replace(tmp, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, output)
+    replace_dir(tmp, output)
     return output
 
 

@@ -111,18 +111,23 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_stat
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
         _write_synced(tmp / STATE_FILE, json.dumps(trainer_state, indent=2))   # completeness marker, last
         _fsync_dir(tmp)
-        if final.exists():  # the same step saved again (e.g. after resuming from it): swap, then drop the old
-            old = root / f".{final.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final)  # the same step may be saved again (e.g. after resuming from it)
         _fsync_dir(root)
         prune(output_dir, total_limit)
     accelerator.wait_for_everyone()
     return final
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` onto ``final``; an existing ``final`` is swapped out, then removed."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
 
 
 def _write_synced(path: Path, text: str) -> None:
