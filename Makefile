@@ -38,5 +38,6 @@ bundled-model: $(STAMP)
 	$(VENV)/bin/shanshui data synth --n 1500 --out data/bundled --seed 0 --size 128 --frames 16 --format frames
 	$(VENV)/bin/shanshui train-image --config configs/bundled_stage1.yaml --resume latest
 	$(VENV)/bin/shanshui train-image --config configs/bundled_stage1.yaml --resume latest unet.steps=2400
+	$(VENV)/bin/shanshui train-image --config configs/bundled_stage1.yaml --resume latest unet.steps=4400
 	$(VENV)/bin/shanshui train --config configs/bundled_stage2.yaml --resume latest --no-progress
 	$(PY) -m shanshui.training.bundle runs/bundled/stage1/model runs/bundled/stage2/final/motion_module.safetensors

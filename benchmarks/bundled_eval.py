@@ -51,7 +51,7 @@ def main() -> None:
     gen = []
     for prompt in PROMPTS:
         for seed in args.seeds:
-            out = pipe(prompt, num_frames=16, num_inference_steps=25, guidance_scale=5.0, seed=seed,
+            out = pipe(prompt, num_frames=16, num_inference_steps=25, guidance_scale=8.0, seed=seed,
                        output_type="np", progress=False)
             gen.append(metrics((out.frames[0] * 255).round().astype(np.uint8)))
     records = [json.loads(line) for line in (Path(args.data) / "metadata.jsonl").read_text().splitlines()]

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 DEMO_PROMPT = "Mountains, dense fog, red sun, boat on the lake, flying birds."
-DEMO_GUIDANCE = 5.0
+DEMO_GUIDANCE = 8.0
 
 RANDOM_MODEL_BANNER = """\
 +--------------------------------------------------------------------------------+
@@ -36,7 +36,7 @@ def _random_pipeline():
 @click.option("--steps", type=int, default=25, show_default=True)
 @click.option("--frames", type=int, default=16, show_default=True)
 @click.option("--guidance", type=float, default=DEMO_GUIDANCE, show_default=True,
-              help="Classifier-free guidance scale (the small bundled model likes a moderate one).")
+              help="Classifier-free guidance scale (8, as in `shanshui generate`).")
 def demo(prompt, out_dir, seed, steps, frames, guidance):
     """Generate the demo video (mp4, gif, png contact sheet) with the bundled model.
 
