@@ -173,7 +173,7 @@ def worker(method: str, model: str, frames: int, size: int, steps: int, guidance
     plan = None
     with torch.no_grad():
         if method == "ours":
-            out = pipe(PROMPT, num_frames=frames, height=size, width=size, num_inference_steps=steps,
+            pipe(PROMPT, num_frames=frames, height=size, width=size, num_inference_steps=steps,
                        guidance_scale=guidance, seed=seed, gamma=gamma, omega=omega, overlap=OVERLAP,
                        clip_frames=CLIP, frame_sink=collected.append, progress=False)
             from shanshui.pipelines.long_video import make_plan

@@ -153,3 +153,81 @@ def test_bundled_pipeline_is_deterministic():
     assert a.shape == (1, 4, 64, 64, 3)
     assert (a == b).all()
     assert abs(a - c).mean() > 1e-3
+
+
+# ----------------------------------------------------------------------------------------------- stage-1 runs
+
+def _stage1_config(root, out, **overrides):
+    from shanshui.training.image_stage import load_image_config
+
+    base = {"output_dir": str(out), "threads": 1, "log_every": 1, "data.root": str(root), "data.size": 32,
+            "data.frames_per_clip": 2, "model.preset": "tiny", "model.tokenizer_merges": 50, "vae.steps": 2,
+            "vae.batch_size": 2, "vae.crop": 0, "vae.decoder_batch_size": 2, "unet.steps": 3,
+            "unet.batch_size": 2, "unet.warmup_steps": 1, "checkpoint.every_minutes": 1000,
+            "checkpoint.total_limit": 0, "checkpoint.resume": "latest", **overrides}
+    return load_image_config(None, [f"{k}={v}" for k, v in base.items()])
+
+
+def _weights(folder, part):
+    from safetensors.torch import load_file
+
+    return load_file(str(next((folder / "model" / part).glob("*.safetensors"))))
+
+
+@pytest.fixture(scope="module")
+def tiny_frames_dataset(tmp_path_factory):
+    from shanshui.data.procedural import write_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    write_dataset(root, n=3, seed=0, size=32, frames=4, fmt="frames", workers=1, progress=False)
+    return root
+
+
+def test_stage1_extensions_number_checkpoints_by_progress_and_keep_the_encoder(tiny_frames_dataset, tmp_path):
+    from shanshui.training.checkpoint import list_checkpoints
+    from shanshui.training.image_stage import train_image_model
+
+    out = tmp_path / "run"
+    train_image_model(_stage1_config(tiny_frames_dataset, out))
+    first = {k: _weights(out, k) for k in ("vae", "unet")}
+    assert [s for s, _ in list_checkpoints(out)] == [2, 5]           # 2 VAE steps; then 3 UNet steps
+
+    # the same folder asked for 2 more UNet steps and 2 decoder steps continues where it stopped
+    train_image_model(_stage1_config(tiny_frames_dataset, out, **{"unet.steps": 5, "vae.decoder_steps": 2}))
+    found = list_checkpoints(out)
+    assert [s for s, _ in found] == [2, 5, 7, 9]
+    state = json.loads((found[-1][1] / "trainer_state.json").read_text())
+    assert (state["phase"], state["unet_steps"], state["decoder_steps"], state["progress"]) == ("done", 5, 2, 9)
+    vae = _weights(out, "vae")
+    for key, value in vae.items():
+        if key.startswith(("encoder.", "quant_conv.")):
+            assert torch.equal(value, first["vae"][key]), key            # latents stay valid
+    assert any(not torch.equal(vae[k], first["vae"][k]) for k in vae if k.startswith("decoder."))
+    assert any(not torch.equal(v, first["unet"][k]) for k, v in _weights(out, "unet").items())
+    assert (out / "samples" / "decoder_reconstructions.png").is_file()
+
+    # nothing more to do: a rerun only re-exports
+    train_image_model(_stage1_config(tiny_frames_dataset, out, **{"unet.steps": 5, "vae.decoder_steps": 2}))
+    assert [s for s, _ in list_checkpoints(out)] == [2, 5, 7, 9]
+
+
+def test_stage1_decoder_steps_added_later_equal_asking_up_front(tiny_frames_dataset, tmp_path):
+    from shanshui.training.image_stage import train_image_model
+
+    later, up_front = tmp_path / "later", tmp_path / "up_front"
+    train_image_model(_stage1_config(tiny_frames_dataset, later))
+    train_image_model(_stage1_config(tiny_frames_dataset, later, **{"vae.decoder_steps": 2}))
+    train_image_model(_stage1_config(tiny_frames_dataset, up_front, **{"vae.decoder_steps": 2}))
+    for part in ("vae", "unet", "text_encoder"):
+        a, b = _weights(later, part), _weights(up_front, part)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{part}.{key}"
+
+
+def test_stage1_decoder_config_errors(tmp_path):
+    (tmp_path / "metadata.jsonl").write_text("")
+    for override, word in (("vae.decoder_steps=-1", "vae.decoder_steps"), ("vae.decoder_lr=0", "vae.decoder_lr"),
+                           ("vae.decoder_batch_size=0", "vae.decoder_batch_size")):
+        with pytest.raises(ShanshuiError, match=word):
+            load_image_config(None, [f"data.root={tmp_path}", override])

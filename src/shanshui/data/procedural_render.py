@@ -118,7 +118,7 @@ class _Builder:
 
     # -- the scene --------------------------------------------------------------------------------------
     def build(self) -> tuple[list[Layer], np.ndarray]:
-        sc, H, W, s, L = self.scene, self.H, self.W, self.s, self.layout
+        sc, H, s = self.scene, self.H, self.s
         darkness = 0.3 if sc.sun == "moon" else 0.2 if sc.rain else 0.05
         self.add_static("sky", paint.sky(self.rng(), self.scroll, s, darkness))
         self.add_sun()
@@ -197,7 +197,7 @@ class _Builder:
         return float(xs[np.argmin(ridge.top(xs))] + self.layout.uniform(-2, 2) * self.s)
 
     def add_waterfall(self, ridge: paint.Ridge, x: float, fade: float) -> None:
-        H, s = self.H, self.s
+        s = self.s
         win = self.scroll
         start = float(ridge.top(np.array([x], np.float32))[0]) + 0.6 * s
         length = 2.2 * fade
@@ -218,7 +218,7 @@ class _Builder:
         self.layers.append(Layer("waterfall", _rgba(water), fall_win, move, mask=mask))
 
     def add_lake(self) -> None:
-        sc, H, W, s = self.scene, self.H, self.W, self.s
+        H, s = self.H, self.s
         win, yw = self.scroll, self.waterline
         behind = np.zeros((win.h, win.w, 4), np.float32)
         for layer in self.layers:  # mirror what stands on the far shore: sky and ranges (the scroll)

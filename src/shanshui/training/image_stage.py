@@ -1,6 +1,6 @@
 """Stage 1 of the bundled model: an SD-1.5-format image model trained from scratch on single frames.
 
-Three phases, run in order and resumable at any checkpoint:
+Four phases, run in order and resumable at any checkpoint:
 
 1. ``vae`` — an :class:`~diffusers.AutoencoderKL` (8× downsampling, 4 latent channels) learns to reconstruct
    random crops of the frames: L1 + MSE + an image-gradient L1 (keeps brush edges crisp) + a very small KL
@@ -11,12 +11,17 @@ Three phases, run in order and resumable at any checkpoint:
 3. ``unet`` — a CLIP text encoder (with a BPE vocabulary learned from the captions) and a
    ``UNet2DConditionModel`` are trained jointly with the ε-prediction loss on the linear 0.00085–0.012
    schedule, with the caption dropped 10 % of the time (classifier-free guidance) and an EMA of both.
+4. ``decoder`` (optional, ``vae.decoder_steps``) — the VAE decoder alone is trained further on whole frames,
+   decoding posterior samples of the cached latents. The encoder is untouched, so the latents the UNet learned
+   stay valid: the pictures get sharper without retraining anything downstream.
 
 The result, ``OUTPUT/model/``, is a diffusers folder that :func:`shanshui.pipelines.loading.
 load_base_components` reads, and the base model for stage 2 (``shanshui train`` with ``model.base_model``).
 
 Every random draw of a step comes from a generator seeded by ``(seed, phase, step)``, so a resumed run
-draws exactly the numbers the uninterrupted run would have drawn.
+draws exactly the numbers the uninterrupted run would have drawn. Checkpoints are numbered by the count of
+optimiser steps taken so far in the output folder, over all phases and extensions, so the newest always
+sorts last.
 """
 
 from __future__ import annotations
@@ -36,13 +41,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import check
-from .checkpoint import STATE_FILE, checkpoint_dir, checkpoint_name, list_checkpoints, prune, resolve_resume
+from .checkpoint import STATE_FILE, checkpoint_dir, checkpoint_name, prune, resolve_resume
 from .config import _build, _non_negative, _positive, apply_overrides, read_config_file
 
 logger = logging.getLogger("shanshui.training.image")
 
-PHASES = ("vae", "latents", "unet", "done")
-_PHASE_ID = {"vae": 1, "unet": 3}
+PHASES = ("vae", "latents", "unet", "decoder", "done")
+_PHASE_ID = {"vae": 1, "unet": 3, "decoder": 4}
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -73,6 +78,9 @@ class VAEPhaseConfig:
     mse_weight: float = 1.0
     edge_weight: float = 0.5
     kl_weight: float = 1e-6
+    decoder_steps: int = 0               # phase 4: decoder-only steps on whole frames after the UNet (0 = none)
+    decoder_batch_size: int = 8
+    decoder_lr: float = 3e-4
 
 
 @dataclass
@@ -158,6 +166,9 @@ def validate_image_config(cfg: ImageTrainConfig, need_data: bool = True) -> None
     for name in ("warmup_steps", "l1_weight", "mse_weight", "edge_weight", "kl_weight"):
         _non_negative(getattr(v, name), f"vae.{name}")
     check(v.l1_weight + v.mse_weight > 0, "vae.l1_weight and vae.mse_weight cannot both be 0")
+    _non_negative(v.decoder_steps, "vae.decoder_steps")
+    _positive(v.decoder_batch_size, "vae.decoder_batch_size")
+    _positive(v.decoder_lr, "vae.decoder_lr")
     for name in ("warmup_steps", "weight_decay", "max_grad_norm"):
         _non_negative(getattr(u, name), f"unet.{name}")
     _positive(u.text_lr, "unet.text_lr")
@@ -211,11 +222,8 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------- losses
 
-def vae_loss(vae, x: torch.Tensor, cfg: VAEPhaseConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Reconstruction loss of ``x`` ``(b, 3, H, W)`` in [-1, 1] through a posterior sample."""
-    post = vae.encode(x).latent_dist
-    z = post.mean + post.std * torch.randn(post.mean.shape, generator=generator)
-    rec = vae.decode(z).sample
+def reconstruction_terms(rec: torch.Tensor, x: torch.Tensor, cfg: VAEPhaseConfig) -> dict[str, torch.Tensor]:
+    """L1 + MSE + L1 of the image gradients (crisp brush edges) between ``rec`` and ``x``, weighted by ``cfg``."""
     l1 = (rec - x).abs().mean()
     mse = ((rec - x) ** 2).mean()
 
@@ -224,9 +232,26 @@ def vae_loss(vae, x: torch.Tensor, cfg: VAEPhaseConfig, generator: torch.Generat
 
     (rx, ry), (tx, ty) = grads(rec), grads(x)
     edge = (rx - tx).abs().mean() + (ry - ty).abs().mean()
+    loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.edge_weight * edge
+    return {"loss": loss, "l1": l1.detach(), "mse": mse.detach(), "edge": edge.detach()}
+
+
+def vae_loss(vae, x: torch.Tensor, cfg: VAEPhaseConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Reconstruction loss of ``x`` ``(b, 3, H, W)`` in [-1, 1] through a posterior sample."""
+    post = vae.encode(x).latent_dist
+    z = post.mean + post.std * torch.randn(post.mean.shape, generator=generator)
+    out = reconstruction_terms(vae.decode(z).sample, x, cfg)
     kl = post.kl().mean()
-    loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.edge_weight * edge + cfg.kl_weight * kl
-    return {"loss": loss, "l1": l1.detach(), "mse": mse.detach(), "edge": edge.detach(), "kl": kl.detach()}
+    out["loss"] = out["loss"] + cfg.kl_weight * kl
+    out["kl"] = kl.detach()
+    return out
+
+
+def decoder_loss(vae, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, cfg: VAEPhaseConfig,
+                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Reconstruction loss of ``x`` decoded from a posterior sample of its cached latent (encoder not run)."""
+    z = mean + std * torch.randn(mean.shape, generator=generator)
+    return reconstruction_terms(vae.decode(z).sample, x, cfg)
 
 
 def diffusion_step_loss(unet, text_encoder, noise_scheduler, mean: torch.Tensor, std: torch.Tensor,
@@ -311,6 +336,7 @@ class ImageStageTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.last_save = time.monotonic()
         self.log_file = self.out / "log.jsonl"
+        self.progress = 0                # optimiser steps taken in this output folder (names the checkpoints)
 
     # ---------- models
     def build(self, captions: list[str]) -> None:
@@ -334,6 +360,10 @@ class ImageStageTrainer:
             {"params": list(self.text_encoder.parameters()), "lr": u.text_lr},
         ], weight_decay=u.weight_decay)
         self.unet_sched = torch.optim.lr_scheduler.LambdaLR(self.unet_opt, self._cosine(u.steps, u.warmup_steps))
+        self.dec_opt = torch.optim.AdamW(self.decoder_parameters(), lr=v.decoder_lr, weight_decay=0.0)
+
+    def decoder_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.vae.decoder.parameters()) + list(self.vae.post_quant_conv.parameters())
 
     @staticmethod
     def _cosine(total: int, warmup: int):
@@ -348,7 +378,7 @@ class ImageStageTrainer:
     def state_dict(self) -> dict:
         return {k: getattr(self, k).state_dict() for k in
                 ("vae", "unet", "text_encoder", "ema_unet", "ema_text", "vae_opt", "vae_sched", "unet_opt",
-                 "unet_sched")}
+                 "unet_sched", "dec_opt")}
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():
@@ -357,16 +387,14 @@ class ImageStageTrainer:
     def save(self, phase: str, step: int, extra: dict | None = None) -> Path:
         root = checkpoint_dir(self.out)
         root.mkdir(parents=True, exist_ok=True)
-        # names order checkpoints by progress: VAE steps, then UNet steps; a finished run is numbered by its
-        # last UNet step, so that an extended run's checkpoints sort after it
-        index = _PHASE_ID["unet" if phase == "done" else phase] * 100_000 + step
-        final = root / checkpoint_name(index)
+        final = root / checkpoint_name(self.progress)
         tmp = root / f".{final.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         torch.save(self.state_dict(), tmp / "state.pt")
         (tmp / "config.yaml").write_text(self.cfg.to_yaml())
-        (tmp / STATE_FILE).write_text(json.dumps({"phase": phase, "step": step, **(extra or {})}, indent=2))
+        (tmp / STATE_FILE).write_text(json.dumps({"phase": phase, "step": step, **(extra or {}),
+                                                 "progress": self.progress}, indent=2))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -390,6 +418,7 @@ class ImageStageTrainer:
         torch.set_num_threads(cfg.threads)
         t0 = time.monotonic()
         frames, captions = load_frames(cfg.data)
+        self._frames = frames
         logger.info("%d training frames from %s (%.1f s)", len(frames), cfg.data.root, time.monotonic() - t0)
         self.build(captions)
         phase, step, extra = "vae", 0, {}
@@ -397,14 +426,12 @@ class ImageStageTrainer:
         if resume is not None:
             st = json.loads((resume / STATE_FILE).read_text())
             self.load_state_dict(torch.load(resume / "state.pt", map_location="cpu", weights_only=True))
-            phase, step, extra = st["phase"], st["step"], {k: v for k, v in st.items() if k not in ("phase", "step")}
+            phase, step = st["phase"], st["step"]
+            extra = {k: v for k, v in st.items() if k not in ("phase", "step", "progress")}
+            self.progress = int(st.get("progress", _legacy_progress(st, cfg)))
             logger.info("resumed from %s (phase %s, step %d)", resume, phase, step)
-            done_at = int(extra.get("unet_steps", 0))
-            if phase == "done" and cfg.unet.steps > done_at:
-                # a finished run given more UNet steps: continue training (the LR schedule follows the new
-                # total, so the learning rate rises again and decays to the new end)
-                phase, step = "unet", done_at
-                logger.info("continuing the UNet phase from step %d to %d", done_at, cfg.unet.steps)
+            if phase == "done":
+                phase, step = self._extension(extra)
         if phase == "vae":
             self.train_vae(frames, step)
             phase, step = "latents", 0
@@ -415,7 +442,25 @@ class ImageStageTrainer:
         self.vae.register_to_config(scaling_factor=float(extra["scaling_factor"]))
         if phase == "unet":
             self.train_unet(step, extra)
+            extra["unet_steps"] = cfg.unet.steps
+            phase, step = "decoder", int(extra.get("decoder_steps", 0))
+        if phase == "decoder":
+            self.train_decoder(step, extra)
+            extra["decoder_steps"] = max(int(extra.get("decoder_steps", 0)), cfg.vae.decoder_steps)
+            self.save("done", 0, extra)
         return self.export()
+
+    def _extension(self, extra: dict) -> tuple[str, int]:
+        """Where a finished run continues when the config asks for more steps than it took."""
+        unet_done, dec_done = int(extra.get("unet_steps", 0)), int(extra.get("decoder_steps", 0))
+        if self.cfg.unet.steps > unet_done:
+            # the cosine schedule follows the new total: the learning rate rises again and decays to the new end
+            logger.info("continuing the UNet phase from step %d to %d", unet_done, self.cfg.unet.steps)
+            return "unet", unet_done
+        if self.cfg.vae.decoder_steps > dec_done:
+            logger.info("continuing the decoder phase from step %d to %d", dec_done, self.cfg.vae.decoder_steps)
+            return "decoder", dec_done
+        return "done", 0
 
     def train_vae(self, frames: torch.Tensor, start: int) -> None:
         v = self.cfg.vae
@@ -434,6 +479,7 @@ class ImageStageTrainer:
             torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
             self.vae_opt.step()
             self.vae_sched.step()
+            self.progress += 1
             check(torch.isfinite(out["loss"]).item(), f"VAE loss diverged at step {step}")
             if (step + 1) % self.cfg.log_every == 0 or step + 1 == v.steps:
                 now = time.monotonic()
@@ -489,10 +535,11 @@ class ImageStageTrainer:
                 torch.nn.utils.clip_grad_norm_(params, u.max_grad_norm)
             self.unet_opt.step()
             self.unet_sched.step()
+            self.progress += 1
             check(torch.isfinite(loss).item(), f"diffusion loss diverged at step {step}")
             ema_update(self.ema_unet, self.unet, u.ema_decay, step)
             ema_update(self.ema_text, self.text_encoder, u.ema_decay, step)
-            running.append(float(loss))
+            running.append(float(loss.detach()))
             if (step + 1) % self.cfg.log_every == 0 or step + 1 == u.steps:
                 now = time.monotonic()
                 self.log({"phase": "unet", "step": step + 1, "loss": sum(running) / len(running),
@@ -503,7 +550,44 @@ class ImageStageTrainer:
             if s.every and s.prompts and (step + 1) % s.every == 0 and step + 1 < u.steps:
                 self.write_samples(f"step-{step + 1:06d}")
             self.maybe_save("unet", step + 1, extra)
-        self.save("done", u.steps, {**extra, "unet_steps": u.steps})
+        self.save("unet", u.steps, extra)
+
+    def train_decoder(self, start: int, extra: dict) -> None:
+        """Phase 4: the decoder alone learns to turn posterior samples of the cached latents into whole frames."""
+        v = self.cfg.vae
+        if start >= v.decoder_steps:
+            return
+        cache = torch.load(self.out / "latents.pt", map_location="cpu", weights_only=True)
+        frames = self._frames
+        check(len(frames) == len(cache["mean"]), f"the latent cache holds {len(cache['mean'])} frames but the "
+                                                 f"dataset gives {len(frames)}; the data changed since phase 2")
+        self.vae.train()
+        params = self.decoder_parameters()
+        t_last, running = time.monotonic(), []
+        for step in range(start, v.decoder_steps):
+            g = _gen(self.cfg.seed, "decoder", step)
+            idx = torch.randint(0, len(frames), (v.decoder_batch_size,), generator=g)
+            out = decoder_loss(self.vae, to_unit(frames[idx]), cache["mean"][idx], cache["std"][idx], v, g)
+            self.dec_opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            self.dec_opt.step()
+            self.progress += 1
+            check(torch.isfinite(out["loss"]).item(), f"decoder loss diverged at step {step}")
+            running.append({k: float(t.detach()) for k, t in out.items()})
+            if (step + 1) % self.cfg.log_every == 0 or step + 1 == v.decoder_steps:
+                now = time.monotonic()
+                self.log({"phase": "decoder", "step": step + 1,
+                          **{k: float(np.mean([r[k] for r in running])) for k in running[0]},
+                          "s_per_step": (now - t_last) / len(running)})
+                t_last, running = now, []
+            self.maybe_save("decoder", step + 1, extra)
+        self.vae.eval()
+        with torch.no_grad():
+            pick = torch.linspace(0, len(frames) - 1, 8).long()
+            rec = self.vae.decode(cache["mean"][pick]).sample
+        save_grid(torch.cat([to_unit(frames[pick]), rec]).add(1).div(2).clamp(0, 1), self.out / "samples" /
+                  "decoder_reconstructions.png", columns=8)
 
     def write_samples(self, name: str) -> Path | None:
         s = self.cfg.samples
@@ -523,6 +607,13 @@ class ImageStageTrainer:
                                        "tokenizer": self.tokenizer}, self.out / "model")
         self.write_samples("final")
         return folder
+
+
+def _legacy_progress(state: dict, cfg: ImageTrainConfig) -> int:
+    """Step count of a checkpoint written before checkpoints recorded it (they only knew phase and step)."""
+    vae_steps = cfg.vae.steps
+    return {"vae": state["step"], "unet": vae_steps + state["step"],
+            "done": vae_steps + int(state.get("unet_steps", 0))}.get(state["phase"], vae_steps)
 
 
 def train_image_model(cfg: ImageTrainConfig) -> Path:
