@@ -98,7 +98,8 @@ def spread(n_frames: int, k: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------ probe
-def train_and_save_probe(path: Path, train_root: Path, per_clip: int, epochs: int, threads: int, seed: int):
+def train_and_save_probe(path: Path, train_root: Path, per_clip: int, epochs: int, threads: int, seed: int,
+                         weight_power: float = 0.0):
     from shanshui.metrics.probe import (TrainConfig, appearance_attributes, label_matrix, save_probe,
                                         train_probe)
 
@@ -111,11 +112,12 @@ def train_and_save_probe(path: Path, train_root: Path, per_clip: int, epochs: in
     log(f"probe: {len(frames)} training frames ({len(records)} clips x {len(idx)}) "
         f"read in {time.time() - t0:.0f} s")
     t0 = time.time()
-    cfg = TrainConfig(epochs=epochs, threads=threads, seed=seed)
+    cfg = TrainConfig(epochs=epochs, threads=threads, seed=seed, class_weight_power=weight_power)
     probe, history = train_probe(frames, labels, config=cfg, log=log)
     seconds = time.time() - t0
     extra = {"train_data": str(train_root), "clips": len(records), "frame_indices": idx, "epochs": epochs,
              "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "threads": threads,
+             "class_weight_power": weight_power,
              "loss_per_epoch": history, "train_seconds": round(seconds, 1)}
     save_probe(probe, path, extra)
     log(f"probe: trained in {seconds:.0f} s, saved to {path}")
@@ -128,7 +130,7 @@ def get_probe(args):
     path = Path(args.probe)
     if args.retrain_probe or not path.is_file():
         train_and_save_probe(path, Path(args.train_data), args.probe_frames, args.probe_epochs, args.threads,
-                             args.probe_seed)
+                             args.probe_seed, args.probe_class_weight)
     probe = load_probe(path)
     info = json.loads(path.with_suffix(".json").read_text()).get("extra", {})
     return probe, {"path": str(path), **info}
@@ -259,13 +261,17 @@ def model_fingerprint(base: str | None, motion: str | None, settings: dict) -> s
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def generate_all(name, base, motion, prompts, args) -> tuple[list[np.ndarray], float, int]:
-    """Clips for every prompt (cached on disk); returns clips, generation seconds, number generated."""
+def generate_all(name, base, motion, prompts, args) -> tuple[list[np.ndarray], dict, int]:
+    """Clips for every prompt (cached on disk, with the seconds each took in ``times.json``); returns the
+    clips, ``{prompt index: generation seconds}`` of the clips whose time is known, and how many were
+    generated in this run."""
     from shanshui.pipelines.text_to_video import load_pipeline
 
     settings = {"steps": args.steps, "guidance": args.guidance, "frames": FRAMES, "size": SIZE}
     cache = Path(args.cache) / name / model_fingerprint(base, motion, settings)
-    clips, pipe, seconds, made = [], None, 0.0, 0
+    times_path = cache / "times.json"
+    times = json.loads(times_path.read_text()) if times_path.is_file() and not args.regenerate else {}
+    clips, pipe, made = [], None, 0
     for i, rec in enumerate(prompts):
         path = cache / f"{i:03d}.npy"
         if path.is_file() and not args.regenerate:
@@ -277,15 +283,17 @@ def generate_all(name, base, motion, prompts, args) -> tuple[list[np.ndarray], f
         out = pipe(rec["caption"], num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=args.steps,
                    guidance_scale=args.guidance, seed=i, output_type="np", progress=False)
         clip = (out.frames[0] * 255).round().astype(np.uint8)
-        seconds += time.time() - t0
+        times[str(i)] = round(time.time() - t0, 2)
         made += 1
         cache.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, clip)
         os.replace(tmp, path)
+        write_json_atomic(times, times_path)
         clips.append(clip)
-        log(f"{name}: prompt {i + 1}/{len(prompts)} generated ({time.time() - t0:.1f} s)")
-    return clips, seconds, made
+        log(f"{name}: prompt {i + 1}/{len(prompts)} generated ({times[str(i)]:.1f} s)")
+    known = {i: float(times[str(i)]) for i in range(len(prompts)) if str(i) in times}
+    return clips, known, made
 
 
 def save_sheet(clips: list[np.ndarray], path: Path) -> None:
@@ -353,12 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--probe", default="runs/probe/probe.safetensors")
     ap.add_argument("--retrain-probe", action="store_true")
     ap.add_argument("--probe-frames", type=int, default=4, help="training frames per clip")
-    ap.add_argument("--probe-epochs", type=int, default=6)
+    ap.add_argument("--probe-epochs", type=int, default=12)
     ap.add_argument("--probe-seed", type=int, default=0)
+    ap.add_argument("--probe-class-weight", type=float, default=0.5,
+                    help="class weights ∝ frequency**-P in the probe loss (0: plain cross-entropy)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=8.0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; 1 is much faster than 2 on a 2-core machine that is busy")
     ap.add_argument("--cache", default="out/procedural_quality/videos")
     ap.add_argument("--regenerate", action="store_true", help="ignore cached generated clips")
     ap.add_argument("--sheets", default="out/procedural_quality")
@@ -407,13 +418,15 @@ def main(argv=None) -> int:
 
         for name, base, motion in models:
             t0 = time.time()
-            clips, gen_s, made = generate_all(name, base, motion, records, args)
+            clips, gen_times, made = generate_all(name, base, motion, records, args)
             t1 = time.time()
             rows = [clip_row(probe, c, a, centre) for c, a in zip(clips, prompts)]
             result["rows"][name] = summarise(rows, prompts, keys, real_feats)
             result["per_prompt"][name] = public(rows)
-            result["timing_s"][name] = {"generated": made, "generation": round(gen_s, 1),
-                                        "per_clip": round(gen_s / made, 2) if made else None,
+            per_clip = list(gen_times.values())
+            result["timing_s"][name] = {"generated_this_run": made, "clips_timed": len(per_clip),
+                                        "generation": round(sum(per_clip), 1),
+                                        "per_clip": round(float(np.mean(per_clip)), 2) if per_clip else None,
                                         "metrics": round(time.time() - t1, 1),
                                         "total": round(time.time() - t0, 1)}
             save_sheet(clips, Path(args.sheets) / f"{name}.png")

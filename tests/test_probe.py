@@ -16,6 +16,7 @@ from shanshui.metrics.probe import (
     TrainConfig,
     appearance_attributes,
     camera_direction,
+    class_weights,
     clip_features,
     decode_labels,
     encode_labels,
@@ -161,6 +162,15 @@ def test_train_probe_rejects_bad_labels():
                     SMALL)
     with pytest.raises(ShanshuiError, match="uint8"):
         train_probe(frames.astype(np.float32), sun[:, None], {"sun": list(ATTRIBUTES["sun"])}, None, SMALL)
+
+
+def test_class_weights():
+    labels = np.array([[0, 1], [0, 1], [0, 0], [1, 1]])
+    label_set = {"clouds": [False, True], "fog": list(ATTRIBUTES["fog"])}
+    w = class_weights(labels, label_set, power=1.0)
+    np.testing.assert_allclose(w["clouds"].numpy(), [2 / 3, 2.0], rtol=1e-6)  # 0.75·w0 + 0.25·w1 = 1
+    assert w["fog"][2] == w["fog"].max()  # an unseen class gets the largest weight
+    assert class_weights(labels, label_set, power=0.0) == {}
 
 
 def test_random_blur_keeps_mean_and_softens():

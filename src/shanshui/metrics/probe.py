@@ -234,19 +234,39 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.
 class TrainConfig:
     """Probe training settings (AdamW, linear warm-up then cosine decay)."""
 
-    epochs: int = 6
+    epochs: int = 12
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
+    class_weight_power: float = 0.5  # class weights ∝ frequency ** -power (0: plain cross-entropy)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
-def probe_loss(logits: dict[str, torch.Tensor], labels: torch.Tensor, keys: list[str]) -> torch.Tensor:
-    """Mean over attributes of the cross-entropy of each head (``labels`` ``(B, K)`` in ``keys`` order)."""
-    return torch.stack([F.cross_entropy(logits[k], labels[:, i]) for i, k in enumerate(keys)]).mean()
+def probe_loss(logits: dict[str, torch.Tensor], labels: torch.Tensor, keys: list[str],
+               weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Mean over attributes of the cross-entropy of each head (``labels`` ``(B, K)`` in ``keys`` order),
+    optionally with per-class ``weights`` for each head."""
+    weights = weights or {}
+    return torch.stack([F.cross_entropy(logits[k], labels[:, i], weight=weights.get(k))
+                        for i, k in enumerate(keys)]).mean()
+
+
+def class_weights(labels: np.ndarray, label_set: dict[str, list], power: float) -> dict[str, torch.Tensor]:
+    """Per head, class weights ``frequency ** -power`` normalised to a frequency-weighted mean of 1
+    (unseen classes get the largest seen weight); empty for ``power == 0``."""
+    if power == 0:
+        return {}
+    out = {}
+    for i, (key, values) in enumerate(label_set.items()):
+        freq = np.bincount(labels[:, i], minlength=len(values)) / len(labels)
+        w = np.where(freq > 0, np.maximum(freq, 1e-12) ** -power, 0.0)
+        w[freq == 0] = w.max()
+        w = w / float((w * freq).sum())
+        out[key] = torch.tensor(w, dtype=torch.float32)
+    return out
 
 
 def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -288,6 +308,7 @@ def train_probe(frames, labels, label_set: dict[str, list] | None = None, config
         steps_per_epoch = math.ceil(n / cfg.batch_size)
         total = cfg.epochs * steps_per_epoch
         y_all = torch.from_numpy(labels)
+        weights = class_weights(labels, label_set, cfg.class_weight_power)
         history, step = [], 0
         probe.train()
         for epoch in range(cfg.epochs):
@@ -296,7 +317,7 @@ def train_probe(frames, labels, label_set: dict[str, list] | None = None, config
             for start in range(0, n, cfg.batch_size):
                 idx = order[start : start + cfg.batch_size]
                 x = augment(to_input(frames[idx.numpy()], size), cfg.augment, gen)
-                loss = probe_loss(probe(x), y_all[idx], probe.keys)
+                loss = probe_loss(probe(x), y_all[idx], probe.keys, weights)
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(step, total, cfg)
                 opt.zero_grad(set_to_none=True)
