@@ -39,5 +39,22 @@ bundled-model: $(STAMP)
 	$(VENV)/bin/shanshui train-image --config configs/bundled_stage1.yaml --resume latest
 	$(VENV)/bin/shanshui train-image --config configs/bundled_stage1.yaml --resume latest unet.steps=2400
 	$(VENV)/bin/shanshui train-image --config configs/bundled_stage1.yaml --resume latest unet.steps=4400
+	$(VENV)/bin/shanshui train-image --config configs/bundled_stage1.yaml --resume latest unet.steps=8000 vae.decoder_steps=800
 	$(VENV)/bin/shanshui train --config configs/bundled_stage2.yaml --resume latest --no-progress
 	$(PY) -m shanshui.training.bundle runs/bundled/stage1/model runs/bundled/stage2/final/motion_module.safetensors
+
+# NADM Table II in miniature (MODEL_CARD.md): stage 2 again without the sparse-causal sub-layer and without
+# the contrastive loss, on the same stage-1 model, then the probe benchmark of all three.
+STAGE1 := runs/bundled/stage1/model
+.PHONY: bundled-ablations procedural-quality
+bundled-ablations: $(STAMP)
+	$(VENV)/bin/shanshui train --config configs/bundled_stage2.yaml --resume latest --no-progress \
+		output_dir=runs/bundled/ablation-sc-off model.sparse_causal=off
+	$(VENV)/bin/shanshui train --config configs/bundled_stage2.yaml --resume latest --no-progress \
+		output_dir=runs/bundled/ablation-con-off loss.lambda_con=0
+
+procedural-quality: $(STAMP)
+	$(PY) benchmarks/procedural_quality.py \
+		--model nadm=$(STAGE1):runs/bundled/stage2/final/motion_module.safetensors \
+		--model sparse-causal-off=$(STAGE1):runs/bundled/ablation-sc-off/final/motion_module.safetensors \
+		--model contrastive-off=$(STAGE1):runs/bundled/ablation-con-off/final/motion_module.safetensors
