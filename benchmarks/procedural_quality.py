@@ -19,7 +19,8 @@ reports:
   always shimmers and fog mist always drifts, whatever the caption says, so the "still" prompts are
   not motionless there either;
 * Fréchet distance of per-frame probe features, generated vs real held-out frames (the real row gives
-  the distance between the held-out clips and as many training clips: the floor for this sample size);
+  the distance between the held-out clips and as many training clips: a reference, not a floor, since
+  those scenes differ from the held-out prompts);
 * motion magnitude, flicker index and warping error of :mod:`shanshui.metrics.video`.
 
 Rows: each model, the real held-out clips (the probe's ceiling) and, for accuracy, the majority-class
