@@ -418,7 +418,6 @@ class ImageStageTrainer:
         torch.set_num_threads(cfg.threads)
         t0 = time.monotonic()
         frames, captions = load_frames(cfg.data)
-        self._frames = frames
         logger.info("%d training frames from %s (%.1f s)", len(frames), cfg.data.root, time.monotonic() - t0)
         self.build(captions)
         phase, step, extra = "vae", 0, {}
@@ -445,7 +444,7 @@ class ImageStageTrainer:
             extra["unet_steps"] = cfg.unet.steps
             phase, step = "decoder", int(extra.get("decoder_steps", 0))
         if phase == "decoder":
-            self.train_decoder(step, extra)
+            self.train_decoder(frames, step, extra)
             extra["decoder_steps"] = max(int(extra.get("decoder_steps", 0)), cfg.vae.decoder_steps)
             self.save("done", 0, extra)
         return self.export()
@@ -552,13 +551,12 @@ class ImageStageTrainer:
             self.maybe_save("unet", step + 1, extra)
         self.save("unet", u.steps, extra)
 
-    def train_decoder(self, start: int, extra: dict) -> None:
+    def train_decoder(self, frames: torch.Tensor, start: int, extra: dict) -> None:
         """Phase 4: the decoder alone learns to turn posterior samples of the cached latents into whole frames."""
         v = self.cfg.vae
         if start >= v.decoder_steps:
             return
         cache = torch.load(self.out / "latents.pt", map_location="cpu", weights_only=True)
-        frames = self._frames
         check(len(frames) == len(cache["mean"]), f"the latent cache holds {len(cache['mean'])} frames but the "
                                                  f"dataset gives {len(frames)}; the data changed since phase 2")
         self.vae.train()
