@@ -86,10 +86,10 @@ def ensure_heldout(root: Path, n: int, seed: int) -> list[dict]:
     return read_metadata(root)[:n]
 
 
-def load_clip(root: Path, record: dict, indices=None) -> np.ndarray:
+def load_clip(root: Path, record: dict, indices=None, frames: int = FRAMES) -> np.ndarray:
     from shanshui.data.decode import read_frames
 
-    idx = list(range(FRAMES)) if indices is None else list(indices)
+    idx = list(range(frames)) if indices is None else list(indices)
     return np.stack(read_frames(root / record["video"], idx))
 
 
@@ -268,7 +268,7 @@ def generate_all(name, base, motion, prompts, args) -> tuple[list[np.ndarray], d
     generated in this run."""
     from shanshui.pipelines.text_to_video import load_pipeline
 
-    settings = {"steps": args.steps, "guidance": args.guidance, "frames": FRAMES, "size": SIZE}
+    settings = {"steps": args.steps, "guidance": args.guidance, "frames": args.frames, "size": SIZE}
     cache = Path(args.cache) / name / model_fingerprint(base, motion, settings)
     times_path = cache / "times.json"
     times = json.loads(times_path.read_text()) if times_path.is_file() and not args.regenerate else {}
@@ -281,7 +281,7 @@ def generate_all(name, base, motion, prompts, args) -> tuple[list[np.ndarray], d
         if pipe is None:
             pipe = load_pipeline() if base is None else load_pipeline(base, motion)
         t0 = time.time()
-        out = pipe(rec["caption"], num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=args.steps,
+        out = pipe(rec["caption"], num_frames=args.frames, height=SIZE, width=SIZE, num_inference_steps=args.steps,
                    guidance_scale=args.guidance, seed=i, output_type="np", progress=False)
         clip = (out.frames[0] * 255).round().astype(np.uint8)
         times[str(i)] = round(time.time() - t0, 2)
@@ -302,9 +302,10 @@ def save_sheet(clips: list[np.ndarray], path: Path) -> None:
 
     from shanshui.video_io import contact_sheet
 
-    picked = np.concatenate([c[list(SHEET_FRAMES)] for c in clips[:SHEET_PROMPTS]])
+    shown = spread(len(clips[0]), len(SHEET_FRAMES))      # frames 0, 5, 10, 15 of a 16-frame clip
+    picked = np.concatenate([c[shown] for c in clips[:SHEET_PROMPTS]])
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(contact_sheet(picked, cols=len(SHEET_FRAMES))).save(path)
+    Image.fromarray(contact_sheet(picked, cols=len(shown))).save(path)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -367,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--probe-class-weight", type=float, default=0.5,
                     help="class weights ∝ frequency**-P in the probe loss (0: plain cross-entropy)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    ap.add_argument("--frames", type=int, default=FRAMES,
+                    help="frames generated per clip (and taken from the start of each real clip)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=1,
@@ -385,6 +388,7 @@ def main(argv=None) -> int:
     try:
         check(args.limit is None or args.limit >= 1, f"--limit={args.limit} must be >= 1")
         check(args.threads >= 1, f"--threads={args.threads} must be >= 1")
+        check(2 <= args.frames <= FRAMES, f"--frames={args.frames} must be in 2..{FRAMES}")
         models = [parse_model(s) for s in args.model]
         check(len({m[0] for m in models}) == len(models), "--model names must be distinct")
         torch.set_num_threads(args.threads)
@@ -398,10 +402,10 @@ def main(argv=None) -> int:
         prompts = [r["attributes"] for r in records]
         probe, probe_info = get_probe(args)
 
-        real_clips = [load_clip(heldout, r) for r in records]
+        real_clips = [load_clip(heldout, r, frames=args.frames) for r in records]
         train_root = Path(args.train_data)
         train_records = read_metadata(train_root)
-        floor_clips = [load_clip(train_root, r) for r in train_records[: len(records)]]
+        floor_clips = [load_clip(train_root, r, frames=args.frames) for r in train_records[: len(records)]]
         from shanshui.metrics.probe import frame_outputs
 
         real_feats = np.concatenate([frame_outputs(probe, c)[0] for c in real_clips])
@@ -434,7 +438,7 @@ def main(argv=None) -> int:
             log(f"{name}: done in {time.time() - t0:.0f} s")
 
         result["settings"] = {"heldout": str(heldout), "heldout_seed": HELDOUT_SEED, "prompts": len(records),
-                              "limit": args.limit, "frames": FRAMES, "size": SIZE, "steps": args.steps,
+                              "limit": args.limit, "frames": args.frames, "size": SIZE, "steps": args.steps,
                               "guidance": args.guidance, "threads": args.threads, "flow": "dis",
                               "models": {n: (b or "bundled") + (f":{m}" if m else "") for n, b, m in models},
                               "captions": [r["caption"] for r in records]}
