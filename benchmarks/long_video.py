@@ -109,8 +109,7 @@ def run_chain(pipe, frames, size, steps, guidance, seed):
         for t in sched.timesteps:
             if last is not None:
                 z[:, :, 0] = sched.add_noise(last, pin_noise, t.reshape(1))
-            eps = pipe.predict_noise(z, t, embeds, guidance)
-            z = sched.step(eps, t, z).prev_sample
+            z = sched.step(pipe.predict(z, t, embeds, guidance), t, z).prev_sample
         if last is not None:
             z[:, :, 0] = last
         clips.append(z if last is None else z[:, :, 1:])

@@ -107,19 +107,29 @@ def _load_single_file(path: Path, dtype: torch.dtype) -> dict:
     return {name: getattr(pipe, name) for name in COMPONENTS}
 
 
-def save_base_components(components: dict, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write components as a diffusers folder (safetensors) that :func:`load_base_components` reads back."""
+def save_base_components(components: dict, folder: str | Path, dtype: torch.dtype | None = None,
+                         scheduler_config: dict | None = None, max_shard_size: str | None = None) -> Path:
+    """Write components as a diffusers folder (safetensors) that :func:`load_base_components` reads back.
+
+    ``scheduler_config``: the ``scheduler/scheduler_config.json`` to write (default: the SD 1.5 video
+    schedule); it carries the model's objective (ε or v, terminal SNR, spacing). ``max_shard_size`` (e.g.
+    ``"15MB"``) splits large weight files into shards with an index, as diffusers does.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("unet", "vae", "text_encoder"):
         model = components[name]
         if dtype is not None:
             model = model.to(dtype)
-        model.save_pretrained(folder / name, safe_serialization=True)
+        kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+        model.save_pretrained(folder / name, safe_serialization=True, **kwargs)
     components["tokenizer"].save_pretrained(folder / "tokenizer")
     index = json.loads((ASSETS / "sd15" / "model_index.json").read_text())
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     sched = folder / "scheduler"
     sched.mkdir(exist_ok=True)
-    shutil.copy(ASSETS / "sd15" / "scheduler" / "scheduler_config.json", sched / "scheduler_config.json")
+    if scheduler_config is None:
+        shutil.copy(ASSETS / "sd15" / "scheduler" / "scheduler_config.json", sched / "scheduler_config.json")
+    else:
+        (sched / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2) + "\n")
     return folder

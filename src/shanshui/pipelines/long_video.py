@@ -163,16 +163,15 @@ def reschedule_direction(prior: torch.Tensor, randomness: torch.Tensor, omega: f
     return (prior + omega * randomness) / math.sqrt(1.0 + omega * omega)
 
 
-def ddim_update(scheduler, t, sample: torch.Tensor, eps: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """One deterministic DDIM step (η = 0) whose "direction pointing to x_t" uses ``direction`` instead of
-    ``eps``; with ``direction = eps`` it equals ``DDIMScheduler.step(eps, t, sample)``."""
+def ddim_update(scheduler, t, x0: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """One deterministic DDIM step (η = 0) from the predicted clean latent ``x0`` whose "direction pointing to
+    x_t" is ``direction``; with ``(x0, direction)`` from :func:`~shanshui.schedulers.split_prediction` of the
+    same output it equals ``DDIMScheduler.step(output, t, sample)`` (for ε and v models alike)."""
     t = int(t)
     prev = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    a_t = scheduler.alphas_cumprod[t].to(sample.device, torch.float32)
     a_prev = (scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod).to(
-        sample.device, torch.float32)
-    x0 = (sample.float() - (1 - a_t).sqrt() * eps.float()) / a_t.sqrt()
-    return (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * direction.float()).to(sample.dtype)
+        x0.device, torch.float32)
+    return (a_prev.sqrt() * x0.float() + (1 - a_prev).sqrt() * direction.float()).to(x0.dtype)
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -281,9 +280,9 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
     # 3. Shared phase: clip 1 alone for the first M steps
     for step, t in enumerate(timesteps[: plan.shared]):
         bar.set_postfix_str(f"step {step + 1}/{plan.steps}")
-        eps = pipe.predict_noise(z, t, text_embeds, guidance_scale)
+        x0, eps = pipe.split(pipe.predict(z, t, text_embeds, guidance_scale), z, t)
         evaluations += 1
-        z = ddim_update(pipe.scheduler, t, z, eps, eps)
+        z = ddim_update(pipe.scheduler, t, x0, eps)
         bar.update()
 
     # 4. Per-clip phase: every clip starts from clip 1's state, then K clips step together
@@ -294,16 +293,17 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
         bar.set_description(f"clips 1-{k}")
     for step, t in enumerate(timesteps[plan.shared :], start=plan.shared):
         bar.set_postfix_str(f"step {step + 1}/{plan.steps}")
-        eps = torch.empty_like(clips)
+        eps, x0 = torch.empty_like(clips), torch.empty_like(clips)
         for i in range(k):
-            eps[i] = pipe.predict_noise(clips[i : i + 1], t, text_embeds, guidance_scale)[0]
+            out = pipe.predict(clips[i : i + 1], t, text_embeds, guidance_scale)
+            x0[i], eps[i] = (v[0] for v in pipe.split(out, clips[i : i + 1], t))
             evaluations += 1
             bar.update()
         directions = eps.clone()
         if k > 1:
             randomness = shuffle_sequences(pool, noise_gen)                         # (K-1, c, L, h, w)
             directions[1:] = reschedule_direction(eps[0:1], randomness, omega)
-        clips = ddim_update(pipe.scheduler, t, clips, eps, directions)
+        clips = ddim_update(pipe.scheduler, t, x0, directions)
         if k > 1:
             clips = fuse_overlaps(clips, plan.starts, weights, num_frames)
     bar.close()

@@ -130,8 +130,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
                              dtype=z_paint.dtype)
         z = self.noise_to(z_paint, noise, timesteps[0])
         for t in timesteps:
-            eps = self.predict_noise(z, t, text_embeds, guidance)
-            z = self.scheduler.step(eps, t, z).prev_sample
+            z = self.scheduler.step(self.predict(z, t, text_embeds, guidance), t, z).prev_sample
         return z
 
     def motion_field(self, painting: Painting, arrows, still_mask, strength: float, frames: int,
@@ -293,8 +292,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         with tqdm(total=len(t_denoise), desc="animating", disable=not progress, leave=False) as bar:
             for i, t in enumerate(t_denoise):
                 latents = impose(latents, t, i)
-                eps = self.predict_noise(latents, t, text_embeds, guidance_scale)
-                latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+                out = self.predict(latents, t, text_embeds, guidance_scale)
+                latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
                 bar.update()
         latents = impose(latents, None, None if motion_guidance >= 1.0 else len(t_denoise))
         extras = dict(latents=latents, painting=painting, proxy=proxy_img, velocity=velocity, still=still,

@@ -82,18 +82,29 @@ class TextToVideoPipeline(DiffusionPipeline):
             latents = latents.to(self._execution_device, dtype)
         return latents * self.scheduler.init_noise_sigma
 
-    def predict_noise(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
-        """One guided ε prediction for a latent video ``(b, c, f, h, w)``."""
+    def predict(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
+        """One guided network output for a latent video ``(b, c, f, h, w)``, in the scheduler's
+        parameterisation (ε or v: ``self.scheduler.config.prediction_type``); guidance is linear in either."""
         cfg = guidance_scale > 1.0
         model_in = torch.cat([latents] * 2) if cfg else latents
         model_in = self.scheduler.scale_model_input(model_in, t)
         frames = latents.shape[2]
         cond = text_embeds.repeat_interleave(frames, dim=0)
-        eps = self.unet(model_in, t, encoder_hidden_states=cond).sample
+        out = self.unet(model_in, t, encoder_hidden_states=cond).sample
         if cfg:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance_scale * (eps_c - eps_u)
-        return eps
+            out_u, out_c = out.chunk(2)
+            out = out_u + guidance_scale * (out_c - out_u)
+        return out
+
+    def predict_noise(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
+        """One guided ε prediction for a latent video ``(b, c, f, h, w)`` (converted from v when needed)."""
+        return self.split(self.predict(latents, t, text_embeds, guidance_scale), latents, t)[1]
+
+    def split(self, output: torch.Tensor, latents: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x0, ε)`` implied by a network output at ``t`` (stable for ε and v models alike)."""
+        from ..schedulers import split_prediction
+
+        return split_prediction(self.scheduler, output, latents, t)
 
     def decode_latents(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
         """``(b, c, f, h, w)`` latents -> ``(b, f, 3, H, W)`` float32 images in [0, 1], ``chunk`` frames at a time.
@@ -176,8 +187,8 @@ class TextToVideoPipeline(DiffusionPipeline):
         # 5. Denoise
         with tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False) as bar:
             for t in timesteps:
-                eps = self.predict_noise(latents, t, text_embeds, guidance_scale)
-                latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+                out = self.predict(latents, t, text_embeds, guidance_scale)
+                latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
                 bar.update()
         if output_type == "latent":
             return VideoOutput(frames=latents, latents=latents)
@@ -245,6 +256,14 @@ class TextToVideoPipeline(DiffusionPipeline):
         return [[Image.fromarray((f * 255).round().astype(np.uint8)) for f in clip] for clip in frames]
 
 
+def model_objective(model) -> dict:
+    """The model folder's objective (prediction type, terminal SNR, spacing); {} for single files."""
+    from ..schedulers import read_objective
+
+    path = Path(model).expanduser()
+    return read_objective(path) if path.is_dir() else {}
+
+
 def load_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                   sparse_causal: str | None = None, device: str | torch.device = "cpu",
                   dtype: torch.dtype = torch.float32) -> TextToVideoPipeline:
@@ -265,6 +284,7 @@ def load_pipeline(model: str | Path | None = None, motion_module: str | Path | N
     if sparse_causal is not None:
         set_temporal_attention(video_unet, sparse_causal, config.versatile)
     pipe = TextToVideoPipeline(vae=components["vae"], text_encoder=components["text_encoder"],
-                               tokenizer=components["tokenizer"], unet=video_unet, scheduler=make_scheduler())
+                               tokenizer=components["tokenizer"], unet=video_unet,
+                               scheduler=make_scheduler(objective=model_objective(model)))
     pipe.to(device=device, dtype=dtype)
     return pipe

@@ -20,6 +20,8 @@ import torch
 from ..errors import check
 
 MAX_BYTES = 60 * 1024 * 1024
+MAX_FILE_BYTES = 16 * 1024 * 1024      # every file of the bundle stays below this (weights are sharded)
+SHARD = "15MB"
 
 
 def folder_bytes(folder: Path) -> int:
@@ -39,13 +41,18 @@ def export_bundled(image_model: str | Path, motion_module: str | Path, out: str 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     comps = load_base_components(image_model, torch.float32)
-    save_base_components(comps, tmp, dtype=torch.float16)
+    sched_file = Path(image_model) / "scheduler" / "scheduler_config.json"
+    sched_cfg = json.loads(sched_file.read_text()) if sched_file.is_file() else None
+    save_base_components(comps, tmp, dtype=torch.float16, scheduler_config=sched_cfg, max_shard_size=SHARD)
     raw, meta = read_weights(motion_module)
     check(META_KEY in meta, f"'{motion_module}' has no Shanshui motion config in its metadata")
     tensors = {k: v.to(torch.float16).contiguous() for k, v in raw.items()}
     save_file(tensors, str(tmp / "motion_module.safetensors"), metadata=meta)
     config = json.loads(meta[META_KEY])
     (tmp / "motion_module.json").write_text(json.dumps(config, indent=2))
+    biggest = max((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    check(biggest.stat().st_size <= MAX_FILE_BYTES, f"'{biggest.name}' is {biggest.stat().st_size / 2**20:.1f} MiB, "
+                                                     f"over the {MAX_FILE_BYTES / 2**20:.0f} MiB per-file limit")
     size = folder_bytes(tmp)
     check(size <= max_bytes, f"bundle is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
     old = out.with_name(out.name + ".old")

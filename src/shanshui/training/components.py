@@ -29,10 +29,14 @@ class TrainableNet(nn.Module):
         self.adapter = adapter
 
     def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeds: torch.Tensor,
-                with_embeddings: bool = True):
-        eps = self.unet(noisy_latents, timesteps, encoder_hidden_states=text_embeds).sample  # (b, c, f, h, w)
-        emb = self.adapter(eps) if with_embeddings else None                                 # (b, f, p)
-        return eps, emb
+                with_embeddings: bool = True, to_eps=None):
+        """``to_eps(output)`` turns a v-prediction into the predicted noise the adapter embeds (None: the
+        output already is ε)."""
+        out = self.unet(noisy_latents, timesteps, encoder_hidden_states=text_embeds).sample  # (b, c, f, h, w)
+        emb = None
+        if with_embeddings:
+            emb = self.adapter(out if to_eps is None else to_eps(out))                      # (b, f, p)
+        return out, emb
 
 
 @dataclass
@@ -66,11 +70,12 @@ class TrainingModels:
         return out
 
 
-def make_noise_scheduler():
-    """DDPM training schedule: linear betas 0.00085–0.012 over 1000 steps, ε-prediction (SPEC §0)."""
+def make_noise_scheduler(objective: dict | None = None):
+    """DDPM training schedule: linear betas 0.00085–0.012 over 1000 steps (SPEC §0), ε-prediction unless the
+    base model's folder names another objective (:func:`~shanshui.schedulers.read_objective`)."""
     from ..schedulers import make_scheduler
 
-    return make_scheduler("ddpm")
+    return make_scheduler("ddpm", objective=objective)
 
 
 def _motion_fields(cfg: ModelConfig) -> dict:
@@ -91,6 +96,7 @@ def build_models(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "
     from ..models.motion import MotionConfig, build_video_unet, freeze_image_layers
     from ..models.noise_adapter import NoiseAdapter
 
+    objective: dict = {}
     if cfg.preset is not None:
         from ..models.presets import make_components
 
@@ -98,8 +104,10 @@ def build_models(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "
         motion_config = comps["motion_config"]
     else:
         from ..pipelines.loading import load_base_components
+        from ..pipelines.text_to_video import model_objective
 
         comps = load_base_components(cfg.base_model, torch.float32)
+        objective = model_objective(cfg.base_model)
         motion_config = MotionConfig.for_unet(comps["unet"].config, **_motion_fields(cfg))
 
     state = None
@@ -139,7 +147,7 @@ def build_models(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "
         if frozen_dtype != torch.float32:
             frozen.to(frozen_dtype)
     return TrainingModels(net=net, vae=vae, text_encoder=text_encoder, tokenizer=comps["tokenizer"],
-                          noise_scheduler=make_noise_scheduler(), motion_config=unet.shanshui_motion_config)
+                          noise_scheduler=make_noise_scheduler(objective), motion_config=unet.shanshui_motion_config)
 
 
 def save_trained_weights(models: TrainingModels, folder: str | Path, unet=None, adapter=None) -> dict[str, Path]:

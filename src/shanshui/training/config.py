@@ -79,6 +79,7 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     max_steps: int = 40000               # optimizer steps
+    max_minutes: float = 0.0             # safety net: end (with the final save) after this long; 0 = never
     lr_scheduler: str = "constant_with_warmup"
     warmup_steps: int = 0
 
@@ -336,6 +337,7 @@ def validate(cfg: TrainConfig) -> None:
     _positive(o.eps, "optim.eps")
     _non_negative(o.max_grad_norm, "optim.max_grad_norm")
     _positive(s.max_steps, "schedule.max_steps")
+    _non_negative(s.max_minutes, "schedule.max_minutes")
     check(s.lr_scheduler in LR_SCHEDULERS,
           f"schedule.lr_scheduler='{s.lr_scheduler}' must be one of {', '.join(LR_SCHEDULERS)}")
     _non_negative(s.warmup_steps, "schedule.warmup_steps")

@@ -78,6 +78,13 @@ def read_log(output_dir: str | Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def _objective(models) -> dict:
+    from ..schedulers import OBJECTIVE_KEYS
+
+    cfg = models.noise_scheduler.config
+    return {k: cfg[k] for k in OBJECTIVE_KEYS if k in cfg}
+
+
 @torch.no_grad()
 def render_samples(models, unet, vcfg, data_cfg, step: int, output_dir: str | Path, device,
                    autocast_dtype: torch.dtype | None = None) -> list[Path]:
@@ -88,7 +95,7 @@ def render_samples(models, unet, vcfg, data_cfg, step: int, output_dir: str | Pa
 
     folder = Path(output_dir) / "samples" / f"step-{step:06d}"
     pipe = TextToVideoPipeline(vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer,
-                               unet=unet, scheduler=make_scheduler())
+                               unet=unet, scheduler=make_scheduler(objective=_objective(models)))
     size = vcfg.size or data_cfg.size
     frames = vcfg.num_frames or data_cfg.frames
     device_type = torch.device(device).type

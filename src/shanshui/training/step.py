@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import contrastive_loss_from_embeddings, diffusion_loss
+from ..schedulers import split_prediction, training_target
 from .config import TrainConfig
 
 VAE_CHUNK = 16  # frames encoded at once
@@ -84,14 +85,17 @@ def training_step(batch: dict, models, noise_scheduler, cfg: TrainConfig, genera
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noisy = noise_scheduler.add_noise(z0, noise, timesteps)                              # (b, c, f, h, w)
 
-    # 4. Predict the noise; the adapter embeds it only when the contrastive term is on
+    # 4. Predict (ε or v); the adapter embeds the predicted noise only when the contrastive term is on
     use_con = lc.lambda_con > 0
     unet_dtype = next(models.net.unet.parameters()).dtype
     text_frames = text.to(unet_dtype).repeat_interleave(f, dim=0)                        # (b·f, 77, d)
-    eps_pred, emb = net(noisy.to(unet_dtype), timesteps, text_frames, with_embeddings=use_con)
+    to_eps = None
+    if noise_scheduler.config.prediction_type != "epsilon":  # the adapter embeds the predicted noise (SPEC §1.2)
+        to_eps = lambda out: split_prediction(noise_scheduler, out, noisy, timesteps)[1]  # noqa: E731
+    pred, emb = net(noisy.to(unet_dtype), timesteps, text_frames, with_embeddings=use_con, to_eps=to_eps)
 
-    # 5. Losses
-    loss_diff = diffusion_loss(eps_pred, noise)
+    # 5. Losses: the diffusion term on the model's own parameterisation (ε, or v for v-prediction models)
+    loss_diff = diffusion_loss(pred, training_target(noise_scheduler, z0, noise, timesteps))
     if use_con:
         loss_con = contrastive_loss_from_embeddings(emb, m=lc.m, tau=lc.tau, positives=lc.positives)
     else:
