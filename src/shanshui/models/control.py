@@ -394,7 +394,12 @@ class ImageToVideoUNet(nn.Module):
 
 def build_control(video_unet, config: ControlConfig | None = None, vae_factor: int = 8) -> ImageToVideoUNet:
     """Wrap ``video_unet`` with a fresh (zero-effect) control module."""
-    config = config or ControlConfig.for_unet(video_unet.config, vae_factor=vae_factor)
+    if config is None:
+        temb = video_unet.time_embedding.linear_2.out_features
+        config = ControlConfig.for_unet(video_unet.config, vae_factor=vae_factor, temb_dim=temb)
+    temb = video_unet.time_embedding.linear_2.out_features
+    check(config.temb_dim == temb, f"control module made for a {config.temb_dim}-d timestep embedding, the UNet "
+                                   f"has {temb}")
     check(tuple(config.block_out_channels) == tuple(video_unet.config.block_out_channels),
           f"control module made for UNet channels {config.block_out_channels}, the UNet has "
           f"{tuple(video_unet.config.block_out_channels)}")

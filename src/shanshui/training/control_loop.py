@@ -105,7 +105,8 @@ def build_control_models(cfg: ControlTrainConfig, device="cpu", frozen_dtype=tor
     overrides = dict(first_frame=m.first_frame, motion=m.motion, refiner_channels=tuple(m.refiner_channels))
     if m.encoder_channels is not None:
         overrides["encoder_channels"] = tuple(m.encoder_channels)
-    control_config = ControlConfig.for_unet(video_unet.config, vae_factor=factor, **overrides)
+    control_config = ControlConfig.for_unet(video_unet.config, vae_factor=factor,
+                                            temb_dim=video_unet.time_embedding.linear_2.out_features, **overrides)
     net = build_control(video_unet, control_config)
     net.unet.requires_grad_(False)
     if m.train_motion_modules:
