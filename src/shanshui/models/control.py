@@ -413,9 +413,13 @@ def build_control(video_unet, config: ControlConfig | None = None, vae_factor: i
 CONTROL_META_KEY = "shanshui_control_config"
 
 
-def save_control(model: ImageToVideoUNet, folder, motion_config) -> dict:
-    """Write ``folder/motion_module.safetensors`` (+ .json; the I2V model's motion modules) and
-    ``folder/control.safetensors`` (+ ``control.json``), atomically, float32 or the module's dtype."""
+SCHEDULER_FILE = "scheduler_config.json"
+
+
+def save_control(model: ImageToVideoUNet, folder, motion_config, scheduler_config: dict | None = None) -> dict:
+    """Write ``folder/motion_module.safetensors`` (+ .json; the I2V model's motion modules),
+    ``folder/control.safetensors`` (+ ``control.json``) and, when given, the noise schedule the model was
+    trained with (``scheduler_config.json``, so that sampling uses the same betas and prediction type)."""
     from pathlib import Path
 
     from safetensors.torch import save_file
@@ -433,7 +437,28 @@ def save_control(model: ImageToVideoUNet, folder, motion_config) -> dict:
         save_file(state, str(tmp), metadata={CONTROL_META_KEY: cfg_json, "format": "pt"})
     with atomic_output(folder / "control.json") as tmp:
         tmp.write_text(cfg_json + "\n")
+    if scheduler_config is not None:
+        with atomic_output(folder / SCHEDULER_FILE) as tmp:
+            tmp.write_text(json.dumps({k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")},
+                                      indent=2, sort_keys=True) + "\n")
     return {"motion_module": motion_path, "control": path}
+
+
+def control_scheduler(folder, kind: str = "ddim"):
+    """The sampler for a saved control model: its training schedule (``scheduler_config.json``), or the
+    project's default video schedule when the folder has none."""
+    from pathlib import Path
+
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from ..schedulers import SCHEDULER_CONFIG
+
+    path = Path(folder) / SCHEDULER_FILE
+    cfg = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else dict(SCHEDULER_CONFIG)
+    if kind == "ddim":
+        cfg.setdefault("set_alpha_to_one", False)
+        return DDIMScheduler.from_config(cfg)
+    return DDPMScheduler.from_config(cfg)
 
 
 def read_control(folder) -> tuple[dict[str, torch.Tensor], ControlConfig]:

@@ -54,6 +54,9 @@ def write_control_fp16(control_dir: str | Path, target: str | Path) -> Path:
     save_file({k: v.to(torch.float16).contiguous() for k, v in raw.items()},
               str(target / "motion_module.safetensors"), metadata=meta)
     (target / "motion_module.json").write_text(json.dumps(json.loads(meta[META_KEY]), indent=2))
+    sched = control_dir / "scheduler_config.json"
+    if sched.is_file():
+        shutil.copy(sched, target / "scheduler_config.json")
     return target
 
 

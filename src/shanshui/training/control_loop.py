@@ -133,7 +133,7 @@ def build_control_models(cfg: ControlTrainConfig, device="cpu", frozen_dtype=tor
 def save_control_weights(models: ControlModels, folder) -> dict:
     from ..models.control import save_control
 
-    return save_control(models.net, folder, models.motion_config)
+    return save_control(models.net, folder, models.motion_config, scheduler_config=models.noise_scheduler.config)
 
 
 def load_control_weights(models: ControlModels, folder) -> None:
