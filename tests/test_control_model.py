@@ -84,6 +84,8 @@ def test_motion_keep_false_equals_no_field_and_cfg_rows_repeat(tiny_video_unet):
         none = model(x, t, text, first_latent=first)
         dropped = model(x, t, text, first_latent=first, motion=motion, motion_keep=torch.tensor([False]))
         torch.testing.assert_close(dropped, none, rtol=0, atol=1e-6)
+        still = model(x, t, text, first_latent=first, motion=torch.zeros_like(motion))   # "stay still": flag on
+        assert (still - none).abs().max() > 1e-5
         one = model(x, t, text, first_latent=first, motion=motion, strength=torch.tensor([0.7]))
         two = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([text, text]), first_latent=first,
                     motion=motion, strength=torch.tensor([0.7]))
