@@ -179,3 +179,19 @@ def test_pipeline_refuses_bad_control_arguments(i2v_model, painting_png):
         pipe(painting_png, "x", control="sideways")
     with pytest.raises(ShanshuiError, match="needs a model with an image-to-video module"):
         pipe(painting_png, "x", control="trained")
+
+
+def test_long_video_with_trained_control(i2v_model, painting_png, monkeypatch):
+    """Longer than the T2V window: phased inference with the I2V model; frame 0 is the painting's latent."""
+    from shanshui.control.arrows import Arrow
+    from shanshui.pipelines.painting_to_video import load_painting_pipeline
+
+    pipe = load_painting_pipeline(i2v_model / "with", i2v_model / "motion.safetensors")
+    monkeypatch.setattr(type(pipe), "max_frames", property(lambda self: 4))   # a 4-frame window: 7 frames is long
+    out = pipe(painting_png, "mist", arrows=[Arrow(10, 20, 30, 20)], control="trained", num_frames=7,
+               num_inference_steps=4, long_side=64, progress=False, output_type="latent")
+    assert out.frames.shape[2] == 7
+    z0 = pipe.encode_images(out.painting.image[None])
+    torch.testing.assert_close(out.frames[:, :, :1], z0)
+    with pytest.raises(ShanshuiError, match=r"frames=7 must be in \[2, 4\]"):
+        pipe(painting_png, "mist", control="training-free", num_frames=7, num_inference_steps=4, long_side=64)

@@ -239,9 +239,13 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         return arrow_ops.apply_still_mask(out, still)
 
     def check_painting_inputs(self, num_frames, steps, p_vsds, proxy_strength, strength, motion_guidance,
-                              fusion, policy, guidance) -> None:
-        check(isinstance(num_frames, int) and 2 <= num_frames <= self.max_frames,
-              f"frames={num_frames} must be in [2, {self.max_frames}] (this motion module's window)")
+                              fusion, policy, guidance, long_ok: bool = False) -> None:
+        if long_ok:
+            check(isinstance(num_frames, int) and num_frames >= 2, f"frames={num_frames} must be an integer >= 2")
+        else:
+            check(isinstance(num_frames, int) and 2 <= num_frames <= self.max_frames,
+                  f"frames={num_frames} must be in [2, {self.max_frames}] (this motion module's window; longer "
+                  f"videos need the image-to-video module: control trained or none)")
         check(isinstance(steps, int) and steps >= 2, f"steps={steps} must be an integer >= 2")
         check(0.0 < p_vsds < 1.0, f"p_vsds={p_vsds} must be in (0, 1)")
         check(0.0 < proxy_strength <= 1.0, f"proxy_strength={proxy_strength} must be in (0, 1]")
@@ -301,7 +305,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         check(output_type in ("np", "pt", "pil", "latent"),
               f"output_type='{output_type}' must be np|pt|pil|latent")
         self.check_painting_inputs(num_frames, num_inference_steps, p_vsds, proxy_strength, strength,
-                                   motion_guidance, fusion, policy, guidance_scale)
+                                   motion_guidance, fusion, policy, guidance_scale,
+                                   long_ok=control in ("trained", "none") and self.i2v is not None)
         check(decode_chunk_size >= 1, f"decode_chunk_size={decode_chunk_size} must be >= 1")
         check(control in CONTROLS, f"control='{control}' must be one of {', '.join(CONTROLS)}")
         check(control == "training-free" or self.i2v is not None,
@@ -338,6 +343,10 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         if speed is not None:
             velocity = scale_to_speed(velocity, speed)
         moving = bool(np.any(velocity != 0)) and not trained
+        if num_frames > self.max_frames:
+            return self._call_long_i2v(painting, prompt, negative_prompt, text_embeds, velocity, still, control,
+                                       speed, num_frames, num_inference_steps, guidance_scale, generator,
+                                       output_type, decode_chunk_size, still_composite, progress)
 
         # 3. Proxy image
         z_paint = self.encode_images(painting.image[None])                             # (1, c, 1, h, w)
@@ -367,17 +376,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         # 5. Dual-path VSDS with one fixed noise sample (with the I2V model and its schedule when trained)
         base_scheduler = self.scheduler
         if trained:
-            m_s = None
-            if np.any(velocity != 0):
-                m_s = float(np.linalg.norm(velocity, axis=-1).mean())
-            elif speed is not None:
-                m_s = float(speed)
-            motion = None
-            if control == "trained":
-                v = torch.from_numpy(velocity).permute(2, 0, 1).to(device)                  # (2, H, W)
-                motion = v[None, None].expand(1, L, 2, H, W)
-            self._i2v_ctx = {"first": z_paint[:, :, 0], "motion": motion,
-                             "strength": None if m_s is None else torch.tensor([m_s])}
+            self._i2v_ctx = self._i2v_context(z_paint[:, :, 0], velocity, control, speed, L)
             self.scheduler = self.i2v_scheduler
         try:
             return self._vsds_and_denoise(painting, velocity, still, moving, z_paint, z_r, z_s, text_embeds,
@@ -387,6 +386,59 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         finally:
             self.scheduler = base_scheduler
             self._i2v_ctx = None
+
+    def _i2v_context(self, z_first, velocity, control, speed, frames):
+        device = self._execution_device
+        H, W = velocity.shape[:2]
+        m_s = None
+        if np.any(velocity != 0):
+            m_s = float(np.linalg.norm(velocity, axis=-1).mean())
+        elif speed is not None:
+            m_s = float(speed)
+        motion = None
+        if control == "trained":
+            v = torch.from_numpy(velocity).permute(2, 0, 1).to(device)                      # (2, H, W)
+            motion = v[None, None].expand(1, frames, 2, H, W)
+        return {"first": z_first, "motion": motion, "strength": None if m_s is None else torch.tensor([m_s])}
+
+    def _call_long_i2v(self, painting, prompt, negative_prompt, text_embeds, velocity, still, control, speed,
+                       num_frames, steps, guidance, generator, output_type, chunk, still_composite, progress):
+        """Longer than the window: phased inference + shared noise reschedule (SPEC §2.4,
+        :func:`~shanshui.pipelines.long_video.generate_long`) with the I2V model, every clip conditioned on the
+        painting, its field and strength (the paper conditions every clip on the input image); frame 0 is the
+        painting's latent. The proxy / VSDS / fusion initialisation applies to single clips only."""
+        from .long_video import DEFAULT_CLIP_FRAMES, DEFAULT_OVERLAP, generate_long
+
+        check(output_type in ("np", "latent"), f"output_type='{output_type}' must be np or latent for long videos")
+        sc = self.i2v_scheduler.config
+        check(sc.prediction_type == "epsilon" and sc.get("timestep_spacing", "leading") == "leading",
+              f"videos longer than {self.max_frames} frames need an epsilon-prediction I2V model with 'leading' "
+              f"timesteps (the phased sampler's DDIM update); this one uses {sc.prediction_type}, "
+              f"'{sc.get('timestep_spacing', 'leading')}'")
+        W, H = painting.size
+        z_paint = self.encode_images(painting.image[None])                                  # (1, c, 1, h, w)
+        clip = min(DEFAULT_CLIP_FRAMES, self.max_frames)
+        self._i2v_ctx = self._i2v_context(z_paint[:, :, 0], velocity, control, speed, clip)
+        base_scheduler, self.scheduler = self.scheduler, self.i2v_scheduler
+        try:
+            result = generate_long(self, prompt, negative_prompt, num_frames, H, W, steps, guidance, generator,
+                                   clip_frames=clip, overlap=min(DEFAULT_OVERLAP, clip // 2), output_type="latent",
+                                   progress=progress)
+        finally:
+            self.scheduler = base_scheduler
+            self._i2v_ctx = None
+        latents = result.latents.clone()
+        latents[:, :, :1] = z_paint
+        extras = dict(latents=latents, painting=painting, proxy=None, velocity=velocity, still=still, fused=None)
+        if output_type == "latent":
+            return PaintingVideoOutput(frames=latents, **extras)
+        video = self.decode_latents(latents, chunk)
+        if still is not None and still_composite:
+            video = hold_still(video, still)
+        x0, y0, x1, y1 = painting.content
+        if (x0, y0, x1, y1) != (0, 0, W, H):
+            video = video[..., y0:y1, x0:x1]
+        return PaintingVideoOutput(frames=self._postprocess(video, "np"), **extras)
 
     def _vsds_and_denoise(self, painting, velocity, still, moving, z_paint, z_r, z_s, text_embeds,
                           num_inference_steps, guidance_scale, p_vsds, use_vsds, vsds_alphas, fusion,
