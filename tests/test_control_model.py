@@ -359,3 +359,17 @@ def test_export_into_a_bundle_as_fp16(tiny, tiny_model_files, tmp_path):
     with pytest.raises(ShanshuiError, match="over the 0 MiB limit"):
         export_control(tmp_path / "ctl", bundle, max_bytes=1)
     assert (bundle / "i2v" / "control.safetensors").is_file()                   # the old copy survives
+
+
+def test_heldout_loss_decreases(flow_clips, tmp_path):
+    from shanshui.data.procedural_dataset import write_dataset
+    from shanshui.training.control_loop import evaluate_control_loss, train_control
+
+    heldout = tmp_path / "heldout"
+    write_dataset(heldout, n=2, seed=5, size=32, frames=6, fmt="frames", workers=1, progress=False)
+    cfg = control_config(flow_clips, tmp_path / "run", log_every=10, schedule=dict(max_steps=20, warmup_steps=0),
+                         checkpoint=dict(every=0), data=dict(text_dropout=0.0, motion_dropout=0.0))
+    before = evaluate_control_loss(cfg, None, heldout, clips=2)
+    res = train_control(cfg, progress=False)
+    after = evaluate_control_loss(cfg, res.final_dir, heldout, clips=2)
+    assert after["loss_diff"] < 0.95 * before["loss_diff"]     # T is measured by benchmarks/control.py

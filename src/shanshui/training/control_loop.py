@@ -386,3 +386,30 @@ def train_control(cfg: ControlTrainConfig, step_fn=None, progress: bool = True) 
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(out, global_step, final_dir, last_ckpt, last_loss, main)
+
+
+def evaluate_control_loss(cfg: ControlTrainConfig, weights: str | Path | None, root: str | Path, clips: int = 4,
+                          seed: int = 1234, device="cpu") -> dict:
+    """Mean ``loss_diff`` and ``loss_refine`` of the first ``clips`` clips of ``root`` with fixed random draws,
+    for the models of ``cfg`` with ``weights`` (a ``final``/checkpoint folder) loaded, or as initialised when
+    ``None``: a held-out measure of progress."""
+    import math
+
+    from ..data.control_dataset import ControlClipDataset, collate_control
+
+    d = cfg.data
+    models = build_control_models(cfg, device=device)
+    if weights is not None:
+        load_control_weights(models, weights)
+    models.net.eval()
+    dataset = ControlClipDataset(root, frames=d.frames, size=d.size, seed=seed, max_arrows=d.max_arrows, limit=clips)
+    sums = {"loss_diff": 0.0, "loss_refine": 0.0}
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            batch = collate_control([dataset[i]])
+            terms = control_step(batch, models, cfg, step_generator(seed, 0, 0, i))
+            for k in sums:
+                sums[k] += float(terms[k])
+    out = {k: v / len(dataset) for k, v in sums.items()}
+    check(all(math.isfinite(v) for v in out.values()), f"held-out loss is {out}")
+    return out
