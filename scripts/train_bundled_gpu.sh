@@ -12,6 +12,7 @@
 #  4. the winner continues to the full UNet schedule (same run, resumed: identical to never stopping) and
 #     the decoder-only phase
 #  5. stage 2, three runs side by side on the winner: the NADM recipe, sparse-causal off, contrastive off
+#     and, beside them, the image-to-video control model (shanshui train-control, docs/control.md)
 #  6. the fp16 bundle (weights in files of at most 15 MB), packed as bundle.tar split in 15 MiB parts
 #
 # Runs live in $SHANSHUI_RUNS (default ~/.cache/shanshui/runs) and every stage resumes where it stopped.
@@ -34,7 +35,7 @@ S2=(--config "$HERE/configs/bundled2_stage2.yaml")
 case "$SCALE" in
   full)
     N=2000; HELD=60; ABL=400; WORKERS=$(nproc); ABL_N=36
-    T1=(); T2=(); TVAL=() ;;
+    T1=(unet.max_minutes=2.2); T2=(schedule.max_minutes=2.2); TVAL=(); TC=(--max-minutes 2.2) ;;
   tiny)
     N=6; HELD=4; ABL=2; WORKERS=2; ABL_N=4
     T1=(model.preset=tiny data.frames_per_clip=2 threads=1 log_every=1 vae.steps=2 vae.batch_size=2 vae.crop=32
@@ -42,7 +43,9 @@ case "$SCALE" in
         model.tokenizer_merges=50 samples.steps=2 'mixed_precision="no"')
     T2=(schedule.max_steps=2 schedule.warmup_steps=0 optim.batch_size=1 data.frames=4 data.size=64 loss.m=1
         data.num_workers=0 checkpoint.every=1 'mixed_precision="no"' log_every=1)
-    TVAL=(--steps 2 --device cpu) ;;
+    TVAL=(--steps 2 --device cpu)
+    TC=(cpu=true model.refiner_channels=[8,16] data.frames=4 data.size=64 data.num_workers=0 optim.batch_size=1
+        schedule.max_steps=2 schedule.warmup_steps=0 checkpoint.every=1 log_every=1) ;;
   *) echo "error: scale '$SCALE' must be full or tiny" >&2; exit 2 ;;
 esac
 [ "$SCALE" = tiny ] && DATA_SIZE=64 || DATA_SIZE=128
@@ -100,7 +103,7 @@ IMAGE="$RUNS/stage1-$WIN/model"
 mark stage1
 
 # ------------------------------------------------------------------------------------------ 5. stage 2 (+ ablations)
-stamp "stage 2: NADM | sparse-causal off | contrastive off, side by side"
+stamp "stage 2: NADM | sparse-causal off | contrastive off (| image-to-video control), side by side"
 C2=(model.base_model="$IMAGE" data.root="$RUNS/data" "${T2[@]}")
 "${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2" "${C2[@]}" \
   > "$RESULTS/stage2.log" 2>&1 &
@@ -111,38 +114,51 @@ SC=$!
 "${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2-con-off" loss.lambda_con=0 \
   "${C2[@]}" > "$RESULTS/stage2_con_off.log" 2>&1 &
 CON=$!
+CTRL=""
+if [ -f "$HERE/configs/bundled_control.yaml" ]; then
+  "${SS[@]}" train-control --config "$HERE/configs/bundled_control.yaml" --no-progress --resume latest \
+    output_dir="$RUNS/control" model.base_model="$IMAGE" data.root="$RUNS/data" "${TC[@]}" \
+    > "$RESULTS/control.log" 2>&1 &
+  CTRL=$!
+fi
 wait $MAIN2
 mark stage2
 ABL_OK=1
 wait $SC || ABL_OK=0
 wait $CON || ABL_OK=0
 mark stage2_ablations
+CTRL_OK=0
+if [ -n "$CTRL" ]; then wait "$CTRL" && CTRL_OK=1; mark control; fi
 
 # ------------------------------------------------------------------------------------------ 6. export
 stamp "export: fp16 bundle"
+CONTROL_ARG=()
+[ "$CTRL_OK" = 1 ] && CONTROL_ARG=(--control "$RUNS/control/final")
 "$PY" -m shanshui.training.bundle "$IMAGE" "$RUNS/stage2/final/motion_module.safetensors" --out "$RUNS/bundle" \
-  | tee -a "$RESULTS/log.txt"
+  "${CONTROL_ARG[@]}" | tee -a "$RESULTS/log.txt"
 (cd "$RUNS" && tar -cf - bundle) | split -b 15m -d - "$RESULTS/bundle.tar.part"
 mark export
 # what the results folder gets besides the bundle: logs, sample sheets, the stage logs of every run
-for run in stage1-base stage1-eps stage1-v stage1-vminsnr stage2 stage2-sc-off stage2-con-off; do
+for run in stage1-base stage1-eps stage1-v stage1-vminsnr stage2 stage2-sc-off stage2-con-off control; do
   [ -d "$RUNS/$run" ] || continue
   mkdir -p "$RESULTS/runs/$run"
   cp -r "$RUNS/$run/samples" "$RESULTS/runs/$run/" 2>/dev/null || true
   cp "$RUNS/$run"/log.jsonl "$RESULTS/runs/$run/" 2>/dev/null || true
   cp "$RUNS/$run"/logs/train.csv "$RESULTS/runs/$run/" 2>/dev/null || true
 done
-"$PY" - "$RESULTS" "$WIN" "$ABL_OK" "$SCALE" <<'EOF'
+"$PY" - "$RESULTS" "$WIN" "$ABL_OK" "$SCALE" "$CTRL_OK" <<'EOF'
 import json, sys, subprocess
 from pathlib import Path
 res, win, abl_ok, scale = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+control_ok = sys.argv[5] == "1"
 times = dict(line.split() for line in (res / "times.txt").read_text().splitlines())
 try:
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                          capture_output=True, text=True, timeout=20).stdout.strip()
 except (OSError, subprocess.SubprocessError):
     gpu = "none"
-summary = {"scale": scale, "winner": win, "stage2_ablations_ok": abl_ok, "seconds_at_end_of": times, "gpu": gpu}
+summary = {"scale": scale, "winner": win, "stage2_ablations_ok": abl_ok, "control_ok": control_ok,
+           "seconds_at_end_of": times, "gpu": gpu}
 (res / "summary.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary))
 EOF

@@ -27,7 +27,8 @@ def test_bundled_gpu_script_runs_every_stage_at_tiny_scale(tmp_path):
     assert summary["winner"] == ablation["winner"] in ("eps", "v", "vminsnr")
     assert summary["stage2_ablations_ok"] is True
     stages = list(summary["seconds_at_end_of"])
-    assert stages == ["data", "stage1_base", "ablation", "stage1", "stage2", "stage2_ablations", "export"]
+    assert stages == ["data", "stage1_base", "ablation", "stage1", "stage2", "stage2_ablations", "control", "export"]
+    assert summary["control_ok"] is True
 
     # the three objectives really trained with their own parameterisation, on copies of one base run
     runs = tmp_path / "runs" / "bundled2-tiny"

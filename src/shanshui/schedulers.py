@@ -150,3 +150,22 @@ def min_snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     if scheduler.config.prediction_type == "v_prediction":
         return clipped / (s + 1)
     return torch.where(s > 0, clipped / s.clamp(min=1e-12), torch.ones_like(s))
+
+
+# ------------------------------------------------------------------------------------ model folders
+SCHEDULER_FILE = "scheduler/scheduler_config.json"
+
+
+def model_scheduler_config(model_dir) -> dict:
+    """The full DDIM config of a model folder: the video schedule with the folder's objective on top."""
+    return scheduler_config_for(read_objective(model_dir))
+
+
+def make_model_scheduler(model_dir, kind: str = "ddim"):
+    """A sampler (``ddim``) or training schedule (``ddpm``) with the objective of ``model_dir``."""
+    return make_scheduler(kind, objective=read_objective(model_dir))
+
+
+def predicted_noise(scheduler, model_output, sample, timestep):
+    """ε implied by a model output (``sample`` = z_t at ``timestep``); see :func:`split_prediction`."""
+    return split_prediction(scheduler, model_output, sample, timestep)[1]
