@@ -287,7 +287,8 @@ def generate_all(name, base, motion, prompts, args) -> tuple[list[np.ndarray], d
             clips.append(np.load(path))
             continue
         if pipe is None:
-            pipe = load_pipeline() if base is None else load_pipeline(base, motion)
+            pipe = load_pipeline(device=args.device) if base is None else load_pipeline(base, motion,
+                                                                                          device=args.device)
         t0 = time.time()
         out = pipe(rec["caption"], num_frames=args.frames, height=SIZE, width=SIZE, num_inference_steps=args.steps,
                    guidance_scale=args.guidance, seed=i, output_type="np", progress=False)
@@ -390,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--guidance", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 is much faster than 2 on a 2-core machine that is busy")
+    ap.add_argument("--device", default="cpu", help="where the models generate (cpu, cuda)")
     ap.add_argument("--cache", default="out/procedural_quality/videos")
     ap.add_argument("--regenerate", action="store_true", help="ignore cached generated clips")
     ap.add_argument("--sheets", default="out/procedural_quality")

@@ -34,8 +34,8 @@ S2=(--config "$HERE/configs/bundled2_stage2.yaml")
 
 case "$SCALE" in
   full)
-    N=2000; HELD=60; ABL=400; WORKERS=$(nproc); ABL_N=36
-    T1=(unet.max_minutes=2.2); T2=(schedule.max_minutes=2.2); TVAL=(); TC=(--max-minutes 2.2) ;;
+    N=2000; HELD=60; ABL=300; WORKERS=$(nproc); ABL_N=36
+    T1=(unet.max_minutes=2.0); T2=(schedule.max_minutes=2.0); TVAL=(); TC=(--max-minutes 2.0) ;;
   tiny)
     N=6; HELD=4; ABL=2; WORKERS=2; ABL_N=4
     T1=(model.preset=tiny data.frames_per_clip=2 threads=1 log_every=1 vae.steps=2 vae.batch_size=2 vae.crop=32
@@ -63,6 +63,14 @@ SYNTH=$!
   --format frames --workers 2 > "$RESULTS/synth_heldout.log" 2>&1
 wait $SYNTH
 mark data
+# the attribute probe of benchmarks/procedural_quality.py learns from the same data meanwhile, on the CPU
+PROBE=""
+if [ "${PREPARE_PROBE:-0}" = 1 ]; then
+  "$PY" "$HERE/benchmarks/procedural_quality.py" --heldout "$RUNS/heldout" --train-data "$RUNS/data" \
+    --probe "$RUNS/probe/probe.safetensors" --threads 4 --out "$RUNS/probe/real_rows.json" \
+    --sheets "$RUNS/probe/sheets" > "$RESULTS/probe.log" 2>&1 &
+  PROBE=$!
+fi
 
 # ------------------------------------------------------------------------------------------ 2. VAE + latent cache
 COMMON=(data.root="$RUNS/data" "${T1[@]}")
@@ -92,6 +100,7 @@ for p in "${pids[@]}"; do wait "$p"; done
   --model vminsnr="$RUNS/stage1-vminsnr/model" --out "$RESULTS/stage1_ablation.json" \
   --pick "$RESULTS/winner.txt" 2>&1 | tee "$RESULTS/stage1_ablation.log"
 WIN=$(cat "$RESULTS/winner.txt")
+cp "$RESULTS/winner.txt" "$RUNS/winner.txt"
 mark ablation
 
 # ------------------------------------------------------------------------------------------ 4. the winner, to the end
@@ -162,4 +171,5 @@ summary = {"scale": scale, "winner": win, "stage2_ablations_ok": abl_ok, "contro
 (res / "summary.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary))
 EOF
+if [ -n "$PROBE" ]; then wait "$PROBE" || stamp "probe training failed (see probe.log)"; fi
 stamp "done"
