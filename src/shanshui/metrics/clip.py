@@ -32,7 +32,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 class ClipEmbedder:
     """A CLIP model and tokenizer loaded from ``folder`` (offline); see the module doc."""
 
-    def __init__(self, folder, batch: int = 32):
+    def __init__(self, folder, batch: int = 32, device: str = "cpu"):
         from transformers import AutoTokenizer, CLIPModel
 
         folder = Path(folder)
@@ -65,7 +65,8 @@ class ClipEmbedder:
               f"--clip '{folder}': crop size {self.crop} differs from the vision model's image_size {image_size}")
         self.mean = np.array(pre.get("image_mean", OPENAI_MEAN), np.float32)
         self.std = np.array(pre.get("image_std", OPENAI_STD), np.float32)
-        self.batch = batch
+        self.batch, self.device = batch, device
+        self.model.to(device)
 
     def pixel_values(self, frames) -> torch.Tensor:
         arr = np.asarray(frames)
@@ -90,9 +91,9 @@ class ClipEmbedder:
         arr = np.asarray(frames)
         out = []
         for i in range(0, len(arr), self.batch):
-            px = self.pixel_values(arr[i : i + self.batch])
+            px = self.pixel_values(arr[i : i + self.batch]).to(self.device)
             e = self.model.visual_projection(self.model.vision_model(pixel_values=px).pooler_output)
-            out.append(torch.nn.functional.normalize(e.double(), dim=-1).numpy())
+            out.append(torch.nn.functional.normalize(e.double(), dim=-1).cpu().numpy())
         return np.concatenate(out)
 
     @torch.no_grad()
@@ -100,9 +101,10 @@ class ClipEmbedder:
         """Unit-length text embeddings ``(P, D)`` (prompts truncated to the model's 77 tokens)."""
         max_len = int(self.model.config.text_config.max_position_embeddings)
         enc = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-        out = self.model.text_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        out = self.model.text_model(input_ids=enc["input_ids"].to(self.device),
+                                    attention_mask=enc["attention_mask"].to(self.device))
         e = self.model.text_projection(out.pooler_output)
-        return torch.nn.functional.normalize(e.double(), dim=-1).numpy()
+        return torch.nn.functional.normalize(e.double(), dim=-1).cpu().numpy()
 
 
 def clip_text_score(image_embs: list[np.ndarray], text_embs: np.ndarray) -> dict:

@@ -125,5 +125,6 @@ def lpips_frames(model: LPIPS, frames_a, frames_b, batch: int = 16) -> np.ndarra
     for i in range(0, len(a), batch):
         ta = torch.from_numpy(np.ascontiguousarray(a[i : i + batch])).permute(0, 3, 1, 2).float() / 127.5 - 1
         tb = torch.from_numpy(np.ascontiguousarray(b[i : i + batch])).permute(0, 3, 1, 2).float() / 127.5 - 1
-        out.append(model(ta, tb).double().numpy())
+        dev = model.shift.device
+        out.append(model(ta.to(dev), tb.to(dev)).double().cpu().numpy())
     return np.concatenate(out)

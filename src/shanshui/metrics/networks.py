@@ -132,16 +132,17 @@ def tats_preprocess(x: torch.Tensor, resolution: int = 224) -> torch.Tensor:
     return (frames - 0.5) * 2.0
 
 
-def load_i3d(path) -> VideoFeatureNet:
+def load_i3d(path, device: str = "cpu") -> VideoFeatureNet:
     """The FVD network at ``path`` (see the module doc); the protocol follows from the file format."""
     kind, obj = read_weights(path, "--i3d")
+    obj = obj.to(device) if kind == "torchscript" else obj
     if kind == "torchscript":
         if not I3D_ARGS <= forward_args(obj):
             raise ShanshuiError(f"--i3d '{path}' is {_describe(kind, obj)}, not the StyleGAN-V I3D "
                                 f"(i3d_torchscript.pt) or an i3d_pretrained_400.pt state dict")
 
         def run_ts(x):
-            return obj(x, rescale=True, resize=True, return_features=True)
+            return obj(x.to(device), rescale=True, resize=True, return_features=True).cpu()
 
         return VideoFeatureNet("stylegan-v", 0, "sqrtm", run_ts,
                                "uint8 frames as decoded; the TorchScript rescales to [-1, 1] and resizes to 224x224")
@@ -150,10 +151,10 @@ def load_i3d(path) -> VideoFeatureNet:
     if FIRST_KEY not in obj:
         raise ShanshuiError(f"--i3d '{path}' is {_describe(kind, obj)}, not the StyleGAN-V I3D "
                             f"(i3d_torchscript.pt) or an i3d_pretrained_400.pt state dict")
-    model = i3d_from_state_dict(obj, f"--i3d '{path}'")
+    model = i3d_from_state_dict(obj, f"--i3d '{path}'").to(device)
 
     def run_sd(x):
-        return model(tats_preprocess(x))
+        return model(tats_preprocess(x.to(device))).cpu()
 
     return VideoFeatureNet("tats", 1, "eigen", run_sd,
                            "shorter side to 224 (bilinear), centre crop 224x224, x/255*2-1")
@@ -190,17 +191,19 @@ def inception_preprocess(x: torch.Tensor) -> torch.Tensor:
     return (x - 128.0) / 128.0
 
 
-def load_inception(path) -> ImageClassNet:
+def load_inception(path, device: str = "cpu") -> ImageClassNet:
     kind, obj = read_weights(path, "--inception")
+    obj = obj.to(device) if kind == "torchscript" else obj
     if kind == "torchscript":
         if not INCEPTION_TS_ARGS <= forward_args(obj):
             raise ShanshuiError(f"--inception '{path}' is {_describe(kind, obj)}, not the StyleGAN2-ADA "
                                 f"inception-2015-12-05.pt or a pytorch-fid pt_inception state dict")
-        return ImageClassNet("stylegan2-ada-torchscript", "probs", lambda x: obj(x, no_output_bias=True))
+        return ImageClassNet("stylegan2-ada-torchscript", "probs", lambda x: obj(x.to(device), no_output_bias=True).cpu())
     from .inception import FIRST_KEY, inception_from_state_dict
 
     if FIRST_KEY not in obj:
         raise ShanshuiError(f"--inception '{path}' is {_describe(kind, obj)}, not the StyleGAN2-ADA "
                             f"inception-2015-12-05.pt or a pytorch-fid pt_inception state dict")
-    model = inception_from_state_dict(obj, f"--inception '{path}'")
-    return ImageClassNet("pytorch-fid-state-dict", "logits", lambda x: model(inception_preprocess(x))[1])
+    model = inception_from_state_dict(obj, f"--inception '{path}'").to(device)
+    return ImageClassNet("pytorch-fid-state-dict", "logits",
+                         lambda x: model(inception_preprocess(x.to(device)))[1].cpu())
