@@ -71,6 +71,11 @@ def evaluate(generated_dir, real_dir, prompts, i3d, inception, clip_dir, lpips_a
     if json_out is not None:
         check(json_out.suffix.lower() == ".json", f"--json '{json_out}' must end in .json")
     _check_device(device)
+    given = {"fvd": i3d, "kvd": i3d, "is": inception, "clip-text": clip_dir, "clip-temp": clip_dir,
+             "lpips": lpips_alexnet}
+    check(any(given[m] is not None for m in metrics),
+          f"no metric of --metrics {','.join(metrics)} can be computed: give the weights of at least one "
+          f"(--i3d, --inception, --clip, --lpips-alexnet)")
     from ..metrics.suite import Networks, evaluate_folders, format_table
 
     nets = Networks()
@@ -96,8 +101,7 @@ def evaluate(generated_dir, real_dir, prompts, i3d, inception, clip_dir, lpips_a
                               is_splits=is_splits, kid_subsets=kid_subsets, batch=batch, progress=progress, log=log)
     for metric, why in result["skipped"].items():
         click.echo(f"skipped {metric}: {why}", err=True)
-    check(bool(result["metrics"]), "no metric could be computed: give the weights of at least one "
-                                   "(--i3d, --inception, --clip, --lpips-alexnet)")
+    check(bool(result["metrics"]), "no metric could be computed (see the skipped lines above)")
     row = name or Path(generated_dir).name
     click.echo(format_table({row: result["metrics"]}))
     if json_out is not None:

@@ -44,6 +44,9 @@ class ClipEmbedder:
             raise ShanshuiError(f"--clip '{folder}/config.json' is not readable JSON: {exc}") from exc
         check(config.get("model_type") == "clip",
               f"--clip '{folder}' holds a {config.get('model_type')!r} model, not a CLIP model (model_type 'clip')")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # keep stderr for our own messages
         try:
             self.model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
         except Exception as exc:  # noqa: BLE001
