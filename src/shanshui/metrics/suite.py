@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..errors import ShanshuiError, check
+from ..errors import check
 from ..video_io import IMAGE_SUFFIXES, READABLE_VIDEO_SUFFIXES
 from .distances import covariance_warning, frechet_distance, inception_score, kernel_distance
 
