@@ -14,8 +14,8 @@ on procedural frames, so **they are not comparable to any paper's FVD/KVD/IS**:
   (one split), then the geometric mean over the 10 heads (``exp`` of the mean log score).
 
 Rows: the bundled model (one video per held-out caption, seed 0, generated with
-``shanshui generate --prompts ... --out-dir ...``) and, as a reference, procedural clips from another
-master seed (the same renderer, other scenes).
+``shanshui generate --prompts ... --out-dir ...``); as a reference, procedural clips from another master
+seed (the same renderer, other scenes); and the probe-IS of the real held-out clips themselves.
 
     python benchmarks/eval_standin.py                    # 24 prompts, 8 frames (the committed result)
     python benchmarks/eval_standin.py --prompts 16 --out /tmp/standin.json
@@ -142,12 +142,14 @@ def main() -> None:
     assert rc == 0, f"generation failed ({rc})"
     gen_seconds = time.time() - t0
     real = VideoSet.open(work / "heldout" / "clips", args.frames, "--real")
-    real_feats, _ = probe_outputs(probe, real)
+    real_feats, real_probs = probe_outputs(probe, real)
     rows = {}
     gen_feats, gen_probs = probe_outputs(probe, VideoSet.open(gen_dir, args.frames, "generated"))
     rows["bundled model"] = row(gen_feats, gen_probs, real_feats)
     ref_feats, ref_probs = probe_outputs(probe, VideoSet.open(work / "reference" / "clips", args.frames, "reference"))
     rows["procedural clips, other scenes (reference)"] = row(ref_feats, ref_probs, real_feats)
+    real_row = row(real_feats, real_probs, real_feats)  # FD/KD of a set with itself are 0: only the IS is shown
+    rows["real held-out clips (probe-IS only)"] = {"probe-IS": real_row["probe-IS"], "n_frames": real_row["n_frames"]}
     note = ("Stand-in: the feature network is the project's procedural attribute probe, not I3D/Inception; "
             "these numbers are NOT comparable to any paper's FVD/KVD/IS.")
     table = format_table({k: {m: v for m, v in r.items() if m.startswith("probe")} for k, r in rows.items()}, note)

@@ -31,10 +31,14 @@ def run_batch_command(prompts_file: Path, out_dir: Path, seeds_text: str, fmt: s
                 "gamma": gamma, "omega": omega, "overlap": overlap, "fps": fps}
     from ..pipelines.text_to_video import load_pipeline
 
-    pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device)
+    loaded = {}
 
     def make_video(item, path: Path) -> None:
         from ..video_io import open_video_writer, write_video
+
+        if "pipe" not in loaded:  # loaded on the first video this process makes (none on a finished resume)
+            loaded["pipe"] = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device)
+        pipe = loaded["pipe"]
 
         kwargs = dict(negative_prompt=negative, num_frames=frames, height=height, width=width,
                       num_inference_steps=steps, guidance_scale=guidance, seed=item.seed,

@@ -271,7 +271,7 @@ def format_table(rows: dict[str, dict], note: str | None = None) -> str:
     for k in keys:
         proto = next((m[k].get("protocol") for m in rows.values() if k in m and m[k].get("protocol")), None)
         arrow = next((a for p, a in COLUMNS if k.startswith(p)), "")
-        header.append(f"{k} [{proto}] {arrow}" if proto else f"{k} {arrow}")
+        header.append((f"{k} [{proto}] {arrow}" if proto else f"{k} {arrow}").strip())
     lines = ["| Method | " + " | ".join(header) + " |", "|---|" + "---:|" * len(keys)]
     for name, metrics in rows.items():
         cells = []
