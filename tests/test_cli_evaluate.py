@@ -147,3 +147,14 @@ def test_evaluate_bad_input(setup, tmp_path, capsys):
             "clip-text", "--no-progress"], capsys, "has 1 prompts for 6 videos")
     _fails(["evaluate", str(tmp_path / "nope"), "--i3d", str(w["i3d"])], capsys, "is not a folder of videos")
     assert not out.exists()  # no partial result file after any error
+
+
+def test_generated_and_real_of_different_sizes_warn(setup, tmp_path, capsys):
+    d, _, _, w = setup
+    big = tmp_path / "real48"
+    _videos(big, 3, size=48, seed=5)
+    rc = main(["evaluate", str(d / "gen"), "--real", str(big), "--i3d", str(w["i3d"]), "--metrics", "fvd",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "warning: generated videos are 32x32, real ones 48x48" in err
