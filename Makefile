@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: it resolves to the local CPU build; a loose requirement pulls CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
+	# LPIPS linear weights (6 kB, BSD-2) for `shanshui evaluate`: the wheel declares torchvision, which we
+	# never import, so it is installed without its dependencies.
+	$(PY) -m pip install --quiet --no-deps lpips==0.1.4
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-image": ("shanshui.commands.train_image:train_image", "Train the bundled model's image model (stage 1)."),
     "interpolate": ("shanshui.commands.interpolate:interpolate", "SOFP frame interpolation of a video."),
     "animate": ("shanshui.commands.animate:animate", "Painting -> video (training-free), with arrows and strength."),
+    "evaluate": ("shanshui.commands.evaluate:evaluate", "FVD/KVD, IS, CLIP-text/temp, LPIPS of generated videos."),
 }
 
 EPILOG = """\b

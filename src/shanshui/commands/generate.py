@@ -16,6 +16,9 @@ Examples:
   shanshui generate "Boat on the lake" --model ~/models/sd15 --motion-module nadm.safetensors \\
       --size 512x320 --steps 25 --guidance 8 --sparse-causal temporal -o boat.webp
   shanshui generate "Slow scroll along misty peaks" --frames 128 --gamma 0.8 -o scroll.mp4
+  shanshui generate --prompts prompts.txt --seeds 0-3 --out-dir out/eval_videos
+  accelerate launch --num_processes 4 -m shanshui.cli generate --prompts prompts.txt --out-dir out/eval_videos \
+      --device cuda
 """
 
 
@@ -58,7 +61,7 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
 
 
 @click.command(epilog=EXAMPLES)
-@click.argument("prompt")
+@click.argument("prompt", required=False)
 @click.option("--negative", default=None, help="Negative prompt (what to avoid).")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="SD 1.5 diffusers folder or single .safetensors/.ckpt. Default: the bundled model.")
@@ -82,15 +85,44 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
               help="Long videos: frames neighbouring clips share (cross-faded while denoising).")
 @click.option("--fps", type=float, default=8.0, show_default=True, help="Frame rate of the written video.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
-def generate(prompt, negative, model, motion_module, frames, size, steps, guidance, seed, sparse_causal,
-             interpolate, interp_times, gamma, omega, overlap, fps, device, out):
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path), default=None,
+              help="Batch mode: a text file, one prompt per line; one video per (prompt, seed) in --out-dir.")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None, help="Batch mode: output folder.")
+@click.option("--seeds", default="0", show_default=True, help="Batch mode: seeds, e.g. 0,1,2 or 0-99.")
+@click.option("--format", "fmt", type=click.Choice(["mp4", "gif", "webp"]), default="mp4", show_default=True,
+              help="Batch mode: video file format.")
+@click.pass_context
+def generate(ctx, prompt, negative, model, motion_module, frames, size, steps, guidance, seed, sparse_causal,
+             interpolate, interp_times, gamma, omega, overlap, fps, device, out, prompts_file, out_dir, seeds, fmt):
     """Generate a landscape-painting video from PROMPT.
 
     More frames than the motion module's window (e.g. --frames 128) switch to the long-video path: phased
     inference with a shared noise reschedule, clips cross-faded while denoising, frames streamed to disk.
+
+    Batch mode (--prompts FILE --out-dir DIR): one video per (prompt, seed), resumable, and shared out across
+    processes under `accelerate launch`; no interpolation unless --interpolate is given. See docs/evaluation.md.
     """
+    if prompts_file is not None or out_dir is not None:
+        check(prompts_file is not None and out_dir is not None, "batch mode needs both --prompts FILE and --out-dir DIR")
+        check(prompt is None and out is None, "give either PROMPT with -o, or --prompts with --out-dir, not both")
+        from click.core import ParameterSource
+
+        from .generate_batch import run_batch_command
+
+        explicit = ctx.get_parameter_source("interpolate") == ParameterSource.COMMANDLINE
+        width, height = parse_size(size) if size else (None, None)
+        check(fps > 0, f"--fps={fps} must be > 0")
+        check_cheap(frames, steps, guidance, gamma, omega, overlap)
+        run_batch_command(prompts_file, out_dir, seeds, fmt, negative=negative, model=model,
+                          motion_module=motion_module, frames=frames, width=width, height=height, steps=steps,
+                          guidance=guidance, sparse_causal=sparse_causal,
+                          interpolate_times=int(interp_times) if (interpolate and explicit) else 1,
+                          gamma=gamma, omega=omega, overlap=overlap, fps=fps, device=device)
+        return
+    check(prompt is not None, "missing PROMPT (or use --prompts FILE --out-dir DIR for a batch)")
+    check(out is not None, "missing -o/--out FILE")
     output_paths(out)
     width, height = parse_size(size) if size else (None, None)
     check(fps > 0, f"--fps={fps} must be > 0")
