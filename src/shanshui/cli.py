@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-image": ("shanshui.commands.train_image:train_image", "Train the bundled model's image model (stage 1)."),
     "interpolate": ("shanshui.commands.interpolate:interpolate", "SOFP frame interpolation of a video."),
     "animate": ("shanshui.commands.animate:animate", "Painting -> video (training-free), with arrows and strength."),
+    "ui": ("shanshui.commands.ui:ui", "Local web page: text/painting -> video, arrows drawn by hand."),
 }
 
 EPILOG = """\b
