@@ -35,7 +35,7 @@ def _shot(page, folder: Path, name: str) -> Path:
 
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    Image.open(path).convert("RGB").quantize(colors=128, dither=Image.Dither.NONE).save(path, optimize=True)
+    Image.open(path).convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(path, optimize=True)
     return path
 
 

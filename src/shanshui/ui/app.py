@@ -42,6 +42,7 @@ ARROWPAD_JS = (Path(str(resources.files("shanshui") / "assets" / "ui" / "arrowpa
 ARROWPAD_HTML = '<div class="arrowpad"><canvas></canvas><div class="arrowpad-hint"></div></div>'
 CSS = """
 .arrowpad canvas { touch-action: none; cursor: crosshair; border: 1px solid var(--border-color-primary); }
+#gallery .grid-container { grid-template-columns: repeat(6, minmax(0, 1fr)) !important; }
 .arrowpad-hint { font-size: var(--text-sm); color: var(--body-text-color-subdued); margin-top: 4px; }
 """
 
@@ -173,13 +174,13 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
     lim = dict(concurrency_limit=concurrency, concurrency_id="jobs")
 
     with gr.Blocks(title="Shanshui", analytics_enabled=False, delete_cache=CACHE_CLEAN) as demo:
-        gr.Markdown("# Shanshui 山水\nText and paintings to ink-wash videos, on this computer. "
+        gr.Markdown("# Shanshui\nText and paintings to ink-wash videos, on this computer. "
                     f"Results are saved in `{ws.out_dir}`.")
         with gr.Accordion("Model", open=False):
             with gr.Row():
                 model = gr.Textbox(label="Base model (folder or .safetensors); empty = bundled model",
                                    value=models.default_model or "", elem_id="model-path")
-                motion = gr.Textbox(label="Motion module file; empty = bundled / model's own",
+                motion = gr.Textbox(label="Motion module file (with a base model path)",
                                     value=models.default_motion or "", elem_id="motion-path")
             with gr.Row():
                 load_btn = gr.Button("Load model", size="sm")
@@ -217,7 +218,7 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
                         t_video = gr.Video(label="Result", elem_id="t-video", autoplay=True, loop=True)
                         t_status = gr.Markdown(elem_id="t-status")
                         t_files = gr.File(label="Downloads (mp4, gif, contact sheet)", file_count="multiple")
-                t_cmd = gr.Code(label="Command line", language="shell", elem_id="t-cmd", interactive=False)
+                t_cmd = gr.Code(label="Command line", language="shell", elem_id="t-cmd", interactive=False, wrap_lines=True)
 
             # ---------------------------------------------------------------- painting -> video
             with gr.Tab("Painting → video", id="painting"):
@@ -266,7 +267,7 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
                         p_video = gr.Video(label="Result", elem_id="p-video", autoplay=True, loop=True)
                         p_status = gr.Markdown(elem_id="p-status")
                         p_files = gr.File(label="Downloads (mp4, gif, contact sheet, mask)", file_count="multiple")
-                p_cmd = gr.Code(label="Command line", language="shell", elem_id="p-cmd", interactive=False)
+                p_cmd = gr.Code(label="Command line", language="shell", elem_id="p-cmd", interactive=False, wrap_lines=True)
 
             # ---------------------------------------------------------------- interpolation
             with gr.Tab("Interpolate", id="interpolate"):
@@ -284,7 +285,7 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
                         i_out = gr.Video(label="Result", elem_id="i-out", autoplay=True, loop=True)
                         i_status = gr.Markdown(elem_id="i-status")
                         i_files = gr.File(label="Downloads (mp4, gif, contact sheet)", file_count="multiple")
-                i_cmd = gr.Code(label="Command line", language="shell", elem_id="i-cmd", interactive=False)
+                i_cmd = gr.Code(label="Command line", language="shell", elem_id="i-cmd", interactive=False, wrap_lines=True)
 
         gr.Markdown("### Results since this page was opened")
         gallery = gr.Gallery(label="Results", columns=6, height=220, elem_id="gallery", show_label=False)

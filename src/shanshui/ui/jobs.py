@@ -357,9 +357,12 @@ class ModelCache:
             if key in self._pipes:
                 self._pipes.move_to_end(key)
                 return self._pipes[key]
-            if key[0] is None and key[1] is not None:
-                raise ShanshuiError("a motion module path needs a model path too (or leave both empty "
-                                    "for the bundled model)")
+            for what, path in (("model", key[0]), ("motion module", key[1])):
+                check(path is None or Path(path).exists(), f"{what} '{path}' does not exist")
+            check(key[0] is not None or key[1] is None,
+                  "a motion module path needs a model path too (or leave both empty for the bundled model)")
+            check(key[0] is None or key[1] is not None,
+                  "a base model path needs a motion module path too (or leave both empty for the bundled model)")
             pipe = load_pipeline(key[0], key[1], device=self.device)
             pipe.unet.register_forward_pre_hook(_unet_pre_hook)
             self.loads += 1
