@@ -245,7 +245,7 @@ def test_gradio_api_two_jobs_at_once_and_errors(tmp_path, painting):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    with page_server(tmp_path / "out", concurrency=1) as (url, models, ws):
+    with page_server(tmp_path / "out", concurrency=1) as (url, models, ws, sessions):
         a, b = Client(url, verbose=False), Client(url, verbose=False)
         text_args = ("Pines by a waterfall", "", 4, "64", 2, 8, 0, 1, 0.8, 0.2, 4, "", "")
         ja = a.submit(*text_args, api_name="/text_to_video")

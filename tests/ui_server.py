@@ -18,7 +18,8 @@ def free_port() -> int:
 
 @contextmanager
 def page_server(out_dir: Path, concurrency: int = 1):
-    """``shanshui ui`` in this process (bundled model), on 127.0.0.1 and a free port; yields (url, models, ws)."""
+    """``shanshui ui`` in this process (bundled model), on 127.0.0.1 and a free port; yields
+    (url, models, ws, sessions)."""
     from shanshui.ui.app import build_app, launch
     from shanshui.ui.jobs import ModelCache, Workspace
 
@@ -28,7 +29,7 @@ def page_server(out_dir: Path, concurrency: int = 1):
     port = free_port()
     launch(demo, "127.0.0.1", port, ws, block=False)
     try:
-        yield f"http://127.0.0.1:{port}/", models, ws
+        yield f"http://127.0.0.1:{port}/", models, ws, demo.shanshui_sessions
     finally:
         demo.close()
 

@@ -133,6 +133,11 @@ class Sessions:
         with self._lock:
             self._jobs[key].discard(control)
 
+    def running(self) -> int:
+        """Jobs whose thread has not returned yet (all sessions)."""
+        with self._lock:
+            return sum(len(v) for v in self._jobs.values())
+
     def cancel(self, key: str) -> int:
         with self._lock:
             jobs = list(self._jobs.get(key, ()))
@@ -405,6 +410,7 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
         load_btn.click(load_model, [model, motion], model_status, api_name=False, **lim)
 
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    demo.shanshui_sessions = sessions  # for tests and embedding: which jobs are still running
     return demo
 
 
