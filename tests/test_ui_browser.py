@@ -29,15 +29,20 @@ pytestmark = pytest.mark.skipif(
     reason=f"no usable Chromium: {UNAVAILABLE or 'not on PATH'} (.ci/install-chromium installs the Debian "
            f"'chromium' package)")
 TIMEOUT_MS = 180_000
+SHOTS = os.environ.get("SHANSHUI_UI_SCREENSHOTS")
+# Tiny jobs in the test suite; the model's native size and more steps when making the README's images.
+SIZE, STEPS, SIDE = (128, 12, 128) if SHOTS else (64, 2, 96)
 
 
 def _shot(page, folder: Path, name: str) -> Path:
-    """A viewport screenshot, palette-quantised so the README's PNGs stay small."""
+    """A full-page screenshot at 80 % scale, palette-quantised so the README's PNGs stay small."""
     from PIL import Image
 
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    Image.open(path).convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(path, optimize=True)
+    im = Image.open(path).convert("RGB")
+    im = im.resize((im.width * 4 // 5, im.height * 4 // 5), Image.Resampling.LANCZOS)
+    im.quantize(colors=256, dither=Image.Dither.NONE).save(path, optimize=True)
     return path
 
 
@@ -60,9 +65,9 @@ def _video_src(page, elem_id: str) -> str:
 def test_page_in_chromium(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    shots = Path(os.environ.get("SHANSHUI_UI_SCREENSHOTS") or tmp_path / "shots")
+    shots = Path(SHOTS or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
-    painting = painting_file(tmp_path / "river_scroll.png", size=96)
+    painting = painting_file(tmp_path / "river_scroll.png", size=SIDE)
     with page_server(tmp_path / "out") as (url, models, ws, sessions), sync_playwright() as p:
         host = urlparse(url).netloc
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
@@ -80,10 +85,10 @@ def test_page_in_chromium(tmp_path):
         # ---- Text -> video
         page.locator("#t-prompt textarea").fill("Mountains, dense fog, red sun, boat on the lake.")
         _fill(page, "t-frames", 4)
-        _fill(page, "t-size", 64)
-        _fill(page, "t-steps", 2)
+        _fill(page, "t-size", SIZE)
+        _fill(page, "t-steps", STEPS)
         page.locator("#t-times").get_by_label("1", exact=True).check()
-        expect(page.locator("#t-cmd .cm-content")).to_contain_text("--frames 4 --size 64 --steps 2")
+        expect(page.locator("#t-cmd .cm-content")).to_contain_text(f"--frames 4 --size {SIZE} --steps {STEPS}")
         page.locator("#t-run").click()
         expect(page.locator("#t-status")).to_contain_text("frames in", timeout=TIMEOUT_MS)
         src = _video_src(page, "t-video")
@@ -126,15 +131,15 @@ def test_page_in_chromium(tmp_path):
         arrows = json.loads(_code_text(page, "p-arrows"))
         assert len(arrows) == 2
         for arrow, ((ax, ay), (bx, by)) in zip(arrows, drags):
-            # painting pixels (96 x 96), up to the canvas' rounding
-            assert arrow[:4] == pytest.approx([ax * 96, ay * 96, bx * 96, by * 96], abs=2.5)
+            # painting pixels (SIDE x SIDE), up to the canvas' rounding
+            assert arrow[:4] == pytest.approx([ax * SIDE, ay * SIDE, bx * SIDE, by * SIDE], abs=2.5)
             assert arrow[4] == 1.0
         page.locator("#p-prompt textarea").fill("Boat drifting on the river, mist over the peaks.")
         page.get_by_text("More settings").click()
         _fill(page, "p-frames", 4)
-        _fill(page, "p-size", 64)
-        _fill(page, "p-steps", 2)
-        expect(page.locator("#p-cmd .cm-content")).to_contain_text("--frames 4 --steps 2")
+        _fill(page, "p-size", SIZE)
+        _fill(page, "p-steps", STEPS)
+        expect(page.locator("#p-cmd .cm-content")).to_contain_text(f"--frames 4 --steps {STEPS}")
         page.locator("#p-run").click()
         expect(page.locator("#p-status")).to_contain_text("frames in", timeout=TIMEOUT_MS)
         assert _video_src(page, "p-video")

@@ -223,7 +223,8 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
                         t_video = gr.Video(label="Result", elem_id="t-video", autoplay=True, loop=True)
                         t_status = gr.Markdown(elem_id="t-status")
                         t_files = gr.File(label="Downloads (mp4, gif, contact sheet)", file_count="multiple")
-                t_cmd = gr.Code(label="Command line", language="shell", elem_id="t-cmd", interactive=False, wrap_lines=True)
+                t_cmd = gr.Code(label="Command line", language="shell", elem_id="t-cmd", interactive=False,
+                                wrap_lines=True, lines=2)
 
             # ---------------------------------------------------------------- painting -> video
             with gr.Tab("Painting → video", id="painting"):
@@ -272,7 +273,8 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
                         p_video = gr.Video(label="Result", elem_id="p-video", autoplay=True, loop=True)
                         p_status = gr.Markdown(elem_id="p-status")
                         p_files = gr.File(label="Downloads (mp4, gif, contact sheet, mask)", file_count="multiple")
-                p_cmd = gr.Code(label="Command line", language="shell", elem_id="p-cmd", interactive=False, wrap_lines=True)
+                p_cmd = gr.Code(label="Command line", language="shell", elem_id="p-cmd", interactive=False,
+                                wrap_lines=True, lines=2)
 
             # ---------------------------------------------------------------- interpolation
             with gr.Tab("Interpolate", id="interpolate"):
@@ -290,7 +292,8 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
                         i_out = gr.Video(label="Result", elem_id="i-out", autoplay=True, loop=True)
                         i_status = gr.Markdown(elem_id="i-status")
                         i_files = gr.File(label="Downloads (mp4, gif, contact sheet)", file_count="multiple")
-                i_cmd = gr.Code(label="Command line", language="shell", elem_id="i-cmd", interactive=False, wrap_lines=True)
+                i_cmd = gr.Code(label="Command line", language="shell", elem_id="i-cmd", interactive=False,
+                                wrap_lines=True, lines=2)
 
         gr.Markdown("### Results since this page was opened")
         gallery = gr.Gallery(label="Results", columns=6, height=220, elem_id="gallery", show_label=False)
