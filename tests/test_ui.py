@@ -70,7 +70,8 @@ def test_painting_checks_image_and_arrows(tmp_path, painting):
         PaintingSettings(str(painting), "a", arrows="[[1, 2, 3").check()
     with pytest.raises(ShanshuiError, match=r"strength=11 must be in \[0, 10\]"):
         PaintingSettings(str(painting), "a", arrows="[[1, 2, 3, 4, 11]]").check()
-    s = PaintingSettings(str(painting), "a", arrows='[{"from": [1, 2], "to": [3, 4]}, [5, 6, 7, 8, 0.5]]').check()
+    arrows = '[{"from": [1, 2], "to": [3, 4]}, [5, 6, 7, 8, 0.5]]'
+    s = PaintingSettings(str(painting), "a", arrows=arrows).check()
     assert [(a.x0, a.y1, a.strength) for a in s.parsed_arrows] == [(1, 4, 1.0), (5, 8, 0.5)]
     assert s.painting_size == (96, 96)
 
@@ -80,15 +81,18 @@ def test_command_lines_round_trip_through_the_cli_parser():
     from shanshui.commands.interpolate import interpolate
 
     s = TextSettings("Boat on the lake, 'misty'", negative="blurry", frames=40, size="128x64", steps=7,
-                     guidance=6.5, seed=3, times=4, gamma=0.5, model="/m/sd15", motion_module="/m/mm.safetensors")
+                     guidance=6.5, seed=3, times=4, gamma=0.5, model="/m/sd15",
+                     motion_module="/m/mm.safetensors")
     argv = shlex.split(s.check().command("x.mp4"))
     assert argv[:2] == ["shanshui", "generate"]
     ctx = generate.make_context("generate", argv[2:])
     p = ctx.params
     assert (p["prompt"], p["negative"], p["frames"], p["size"], p["steps"], p["guidance"], p["seed"]) == \
         ("Boat on the lake, 'misty'", "blurry", 40, "128x64", 7, 6.5, 3)
-    assert (p["interpolate"], p["interp_times"], p["gamma"], p["omega"], p["overlap"]) == (True, "4", 0.5, 0.2, 4)
-    assert (str(p["model"]), str(p["motion_module"]), str(p["out"])) == ("/m/sd15", "/m/mm.safetensors", "x.mp4")
+    assert (p["interpolate"], p["interp_times"], p["gamma"], p["omega"], p["overlap"]) == \
+        (True, "4", 0.5, 0.2, 4)
+    assert (str(p["model"]), str(p["motion_module"]), str(p["out"])) == \
+        ("/m/sd15", "/m/mm.safetensors", "x.mp4")
     off = generate.make_context("generate", shlex.split(TextSettings("a", times=1).check().command())[2:])
     assert off.params["interpolate"] is False
     i = shlex.split(InterpolateSettings("/tmp/a b.gif", times=8, flow="tvl1").check().command("o.gif"))
@@ -258,7 +262,8 @@ def test_gradio_api_two_jobs_at_once_and_errors(tmp_path, painting):
         made = sorted(p.name for p in ws.out_dir.glob("*.mp4"))
         assert len(made) == 2 and any("-text-" in m for m in made) and any("-painting-" in m for m in made)
         # the same text job twice at once: two distinct files
-        j1, j2 = a.submit(*text_args, api_name="/text_to_video"), b.submit(*text_args, api_name="/text_to_video")
+        j1 = a.submit(*text_args, api_name="/text_to_video")
+        j2 = b.submit(*text_args, api_name="/text_to_video")
         r1, r2 = j1.result(timeout=300), j2.result(timeout=300)
         assert r1[2] != r2[2] and len(list(ws.out_dir.glob("*.mp4"))) == 4
         # bad input: a readable message, and the server keeps working
@@ -282,7 +287,8 @@ def test_model_paths_are_checked_then_switching_loads_the_other_model(tmp_path, 
     with pytest.raises(ShanshuiError, match="needs a model path too"):
         cache.base("", str(motion))
     assert cache.loads == 0
-    r = run_text(cache, ws, TextSettings("a", frames=4, steps=2, times=1, model=str(sd), motion_module=str(motion)))
+    r = run_text(cache, ws, TextSettings("a", frames=4, steps=2, times=1, model=str(sd),
+                                         motion_module=str(motion)))
     assert cache.loads == 1 and r.mp4.is_file()
     assert f"--model {sd} --motion-module {motion}" in r.command
     again = run_text(cache, ws, TextSettings("b", frames=4, steps=2, times=1, model=f" {sd} ",

@@ -88,7 +88,8 @@ def test_page_in_chromium(tmp_path):
         _fill(page, "t-size", SIZE)
         _fill(page, "t-steps", STEPS)
         page.locator("#t-times").get_by_label("1", exact=True).check()
-        expect(page.locator("#t-cmd .cm-content")).to_contain_text(f"--frames 4 --size {SIZE} --steps {STEPS}")
+        expect(page.locator("#t-cmd .cm-content")).to_contain_text(
+            f"--frames 4 --size {SIZE} --steps {STEPS}")
         page.locator("#t-run").click()
         expect(page.locator("#t-status")).to_contain_text("frames in", timeout=TIMEOUT_MS)
         src = _video_src(page, "t-video")

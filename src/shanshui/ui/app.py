@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 PREVIEW_SIDE = 768          # the arrow pad shows a copy of the painting at most this large
 CACHE_CLEAN = (900, 3600)   # gradio's temp copies: checked every 15 min, deleted after 1 h (and at exit)
-ARROWPAD_JS = (Path(str(resources.files("shanshui") / "assets" / "ui" / "arrowpad.js"))).read_text(encoding="utf-8")
+ARROWPAD_JS = Path(str(resources.files("shanshui") / "assets" / "ui" / "arrowpad.js")).read_text("utf-8")
 ARROWPAD_HTML = '<div class="arrowpad"><canvas></canvas><div class="arrowpad-hint"></div></div>'
 CSS = """
 .arrowpad canvas { touch-action: none; cursor: crosshair; border: 1px solid var(--border-color-primary); }
@@ -213,7 +213,8 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
                         t_times = gr.Radio([1, 2, 4, 8], value=2, label="Interpolation (× frames, SOFP)",
                                            elem_id="t-times")
                         with gr.Accordion("Long video", open=False):
-                            t_gamma = gr.Slider(0, 1, value=0.8, step=0.05, label="γ: steps shared with clip 1")
+                            t_gamma = gr.Slider(0, 1, value=0.8, step=0.05,
+                                                label="γ: steps shared with clip 1")
                             t_omega = gr.Slider(0, 1, value=0.2, step=0.05, label="ω: noise randomness")
                             t_overlap = gr.Number(label="Overlap (frames)", value=4, precision=0)
                         with gr.Row():
@@ -237,14 +238,16 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
                         gr.Markdown("**Arrows** — drag on the painting: content at the start moves to the "
                                     "end over the clip. Numbers match the list below, where each arrow's "
                                     "last value is its strength.")
-                        p_pad = gr.HTML(value=pad_value(None), html_template=ARROWPAD_HTML, js_on_load=ARROWPAD_JS,
-                                        elem_id="p-pad")
+                        p_pad = gr.HTML(value=pad_value(None), html_template=ARROWPAD_HTML,
+                                        js_on_load=ARROWPAD_JS, elem_id="p-pad")
                         with gr.Row():
-                            p_new_strength = gr.Slider(0, 10, value=1.0, step=0.1, label="Strength of new arrows")
+                            p_new_strength = gr.Slider(0, 10, value=1.0, step=0.1,
+                                                       label="Strength of new arrows")
                             p_undo = gr.Button("Undo arrow", size="sm")
                             p_clear = gr.Button("Clear arrows", size="sm")
-                        p_arrows = gr.Code(label="Arrows [x0, y0, x1, y1, strength] (painting pixels, editable)",
-                                           value="[]", language="json", interactive=True, elem_id="p-arrows")
+                        p_arrows = gr.Code(label="Arrows [x0, y0, x1, y1, strength] (painting pixels, "
+                                                 "editable)", value="[]", language="json", interactive=True,
+                                           elem_id="p-arrows")
                         with gr.Accordion("Still mask: paint what must not move", open=False):
                             p_mask = gr.ImageEditor(type="numpy", sources=[], label="Still mask",
                                                     brush=gr.Brush(colors=["#ff3b30"], default_size=18,
@@ -257,22 +260,26 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
                         with gr.Accordion("More settings", open=False):
                             p_negative = gr.Textbox(label="Negative prompt")
                             with gr.Row():
-                                p_frames = gr.Number(label="Frames", value=16, precision=0, elem_id="p-frames")
-                                p_size = gr.Number(label="Longer side (0: model's size)", value=0, precision=0,
-                                                   elem_id="p-size")
+                                p_frames = gr.Number(label="Frames", value=16, precision=0,
+                                                     elem_id="p-frames")
+                                p_size = gr.Number(label="Longer side (0: model's size)", value=0,
+                                                   precision=0, elem_id="p-size")
                                 p_steps = gr.Number(label="Steps", value=25, precision=0, elem_id="p-steps")
                             with gr.Row():
                                 p_guidance = gr.Number(label="Guidance", value=8.0)
                                 p_seed = gr.Number(label="Seed", value=0, precision=0)
-                                p_proxy_strength = gr.Slider(0.05, 1, value=0.5, step=0.05, label="Proxy strength")
-                                p_motion_guidance = gr.Slider(0, 1, value=0.5, step=0.05, label="Motion guidance")
+                                p_proxy_strength = gr.Slider(0.05, 1, value=0.5, step=0.05,
+                                                             label="Proxy strength")
+                                p_motion_guidance = gr.Slider(0, 1, value=0.5, step=0.05,
+                                                              label="Motion guidance")
                         with gr.Row():
                             p_run = gr.Button("Animate", variant="primary", elem_id="p-run")
                             p_cancel = gr.Button("Cancel", variant="stop", elem_id="p-cancel")
                     with gr.Column():
                         p_video = gr.Video(label="Result", elem_id="p-video", autoplay=True, loop=True)
                         p_status = gr.Markdown(elem_id="p-status")
-                        p_files = gr.File(label="Downloads (mp4, gif, contact sheet, mask)", file_count="multiple")
+                        p_files = gr.File(label="Downloads (mp4, gif, contact sheet, mask)",
+                                          file_count="multiple")
                 p_cmd = gr.Code(label="Command line", language="shell", elem_id="p-cmd", interactive=False,
                                 wrap_lines=True, lines=2)
 
@@ -280,8 +287,9 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
             with gr.Tab("Interpolate", id="interpolate"):
                 with gr.Row():
                     with gr.Column():
-                        i_video = gr.File(label="Video (mp4, gif, webp, mov, ...)", file_types=["video", ".gif",
-                                          ".webp"], type="filepath", elem_id="i-video")
+                        i_video = gr.File(label="Video (mp4, gif, webp, mov, ...)",
+                                          file_types=["video", ".gif", ".webp"], type="filepath",
+                                          elem_id="i-video")
                         i_times = gr.Radio([2, 4, 8], value=2, label="Times (N frames → (N−1)·times+1)",
                                            elem_id="i-times")
                         i_flow = gr.Radio(list(FLOWS), value="dis", label="Optical flow")
@@ -301,8 +309,9 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
         # ------------------------------------------------------------------------ events
         t_inputs = [t_prompt, t_negative, t_frames, t_size, t_steps, t_guidance, t_seed, t_times, t_gamma,
                     t_omega, t_overlap, model, motion]
-        p_inputs = [p_image, p_prompt, p_arrows, p_strength, p_proxy, p_vsds, p_proxy_strength, p_motion_guidance,
-                    p_negative, p_frames, p_size, p_steps, p_guidance, p_seed, model, motion]
+        p_inputs = [p_image, p_prompt, p_arrows, p_strength, p_proxy, p_vsds, p_proxy_strength,
+                    p_motion_guidance, p_negative, p_frames, p_size, p_steps, p_guidance, p_seed, model,
+                    motion]
         i_inputs = [i_video, i_times, i_flow]
 
         def text_settings(*v):
@@ -310,19 +319,20 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
 
         def painting_settings(image, prompt, arrows, strength, proxy, vsds, proxy_strength, motion_guidance,
                               negative, frames, size, steps, guidance, seed, model_path, motion_path):
-            return PaintingSettings(image, prompt, arrows or "", None, strength, proxy, vsds, proxy_strength,
-                                    motion_guidance, negative, frames, size, steps, guidance, seed, model_path,
-                                    motion_path)
+            return PaintingSettings(image, prompt, arrows or "", None, strength, proxy, vsds,
+                                    proxy_strength, motion_guidance, negative, frames, size, steps, guidance,
+                                    seed, model_path, motion_path)
 
         def text_job(prompt, negative, frames, size, steps, guidance, seed, times, gamma, omega, overlap,
-                     model_path, motion_path, gal, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
-            settings = TextSettings(prompt, negative, frames, size, steps, guidance, seed, times, gamma, omega,
-                                    overlap, model_path, motion_path)
+                     model_path, motion_path, gal, request: gr.Request,
+                     progress=gr.Progress(track_tqdm=True)):
+            settings = TextSettings(prompt, negative, frames, size, steps, guidance, seed, times, gamma,
+                                    omega, overlap, model_path, motion_path)
             result = _run_guarded(sessions, request, lambda c: run_text(models, ws, settings, c))
             return _outputs(result, gal, settings.prompt[:60])
 
-        def painting_job(image, prompt, arrows, strength, proxy, vsds, proxy_strength, motion_guidance, negative,
-                         frames, size, steps, guidance, seed, model_path, motion_path, editor, gal,
+        def painting_job(image, prompt, arrows, strength, proxy, vsds, proxy_strength, motion_guidance,
+                         negative, frames, size, steps, guidance, seed, model_path, motion_path, editor, gal,
                          request: gr.Request, progress=gr.Progress(track_tqdm=True)):
             settings = painting_settings(image, prompt, arrows, strength, proxy, vsds, proxy_strength,
                                          motion_guidance, negative, frames, size, steps, guidance, seed,
@@ -399,8 +409,8 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
 
         p_undo.click(lambda p, a: edit_arrows(p, a, True), [p_pad, p_arrows], [p_pad, p_arrows], queue=False,
                      api_name=False)
-        p_clear.click(lambda p, a: edit_arrows(p, a, False), [p_pad, p_arrows], [p_pad, p_arrows], queue=False,
-                      api_name=False)
+        p_clear.click(lambda p, a: edit_arrows(p, a, False), [p_pad, p_arrows], [p_pad, p_arrows],
+                      queue=False, api_name=False)
 
         def load_model(model_path, motion_path):
             try:

@@ -112,7 +112,8 @@ def parse_size_text(text, what: str = "size") -> tuple[int, int] | None:
     if not text:
         return None
     w, h = parse_size(text)
-    check(w <= MAX_SIDE and h <= MAX_SIDE, f"{what} {w}x{h} is too large for this page (at most {MAX_SIDE} per side)")
+    check(w <= MAX_SIDE and h <= MAX_SIDE,
+          f"{what} {w}x{h} is too large for this page (at most {MAX_SIDE} per side)")
     return w, h
 
 
@@ -237,7 +238,8 @@ class PaintingSettings:
         check_arrows_inside(self.parsed_arrows, w, h, "arrow")
         return self
 
-    def command(self, out: str = "out.mp4", painting_name: str | None = None, mask_name: str | None = None) -> str:
+    def command(self, out: str = "out.mp4", painting_name: str | None = None,
+                mask_name: str | None = None) -> str:
         name = painting_name or (Path(self.painting).name if self.painting else "painting.png")
         args = ["shanshui", "animate", name, self.prompt or "PROMPT"]
         for a in self.parsed_arrows:
@@ -345,7 +347,8 @@ class ModelCache:
         self._pipes: OrderedDict = OrderedDict()
 
     def key(self, model: str | None, motion: str | None) -> tuple:
-        model, motion = _path_or_none(model) or self.default_model, _path_or_none(motion) or self.default_motion
+        model = _path_or_none(model) or self.default_model
+        motion = _path_or_none(motion) or self.default_motion
         norm = lambda p: str(Path(p).expanduser().resolve()) if p else None  # noqa: E731
         return norm(model), norm(motion)
 
@@ -362,7 +365,8 @@ class ModelCache:
             check(key[0] is not None or key[1] is None,
                   "a motion module path needs a model path too (or leave both empty for the bundled model)")
             check(key[0] is None or key[1] is not None,
-                  "a base model path needs a motion module path too (or leave both empty for the bundled model)")
+                  "a base model path needs a motion module path too (or leave both empty for the "
+                  "bundled model)")
             pipe = load_pipeline(key[0], key[1], device=self.device)
             pipe.unet.register_forward_pre_hook(_unet_pre_hook)
             self.loads += 1
@@ -399,8 +403,9 @@ def run_text(models: ModelCache, ws: Workspace, s: TextSettings, control: JobCon
     pipe = models.text(s.model, s.motion_module)
     width, height = size if size else (None, None)
     with control:
-        out = pipe(s.prompt, negative_prompt=s.negative or None, num_frames=s.frames, height=height, width=width,
-                   num_inference_steps=s.steps, guidance_scale=s.guidance, seed=s.seed, interpolate_times=s.times,
+        out = pipe(s.prompt, negative_prompt=s.negative or None, num_frames=s.frames, height=height,
+                   width=width, num_inference_steps=s.steps, guidance_scale=s.guidance, seed=s.seed,
+                   interpolate_times=s.times,
                    gamma=s.gamma, omega=s.omega, overlap=s.overlap)
     frames = out.frames[0]
     stem = ws.new_stem("text")
