@@ -3,6 +3,7 @@ lines, cancellation, the model cache, and the gradio API of a server started her
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shlex
 import threading
@@ -20,6 +21,8 @@ from shanshui.video_io import read_video
 from ui_server import page_server, painting_file
 
 TINY_TEXT = dict(frames=4, size="64", steps=2, times=1)
+needs_gradio = pytest.mark.skipif(importlib.util.find_spec("gradio") is None,
+                                  reason="the 'ui' extra (gradio) is not installed: pip install 'shanshui[ui]'")
 TINY_PAINT = dict(frames=4, size=64, steps=2)
 
 
@@ -120,6 +123,7 @@ def test_new_names_are_unique_across_threads(ws):
 
 
 # ------------------------------------------------------------------------------------------ page helpers
+@needs_gradio
 def test_arrow_pad_helpers(painting):
     from shanshui.ui.app import format_arrows, mask_from_editor, merge_arrows, pad_value
 
@@ -138,6 +142,7 @@ def test_arrow_pad_helpers(painting):
     assert mask_from_editor({"layers": [np.zeros_like(layer)]}) is None and mask_from_editor(None) is None
 
 
+@needs_gradio
 def test_launch_is_local_and_private(monkeypatch, tmp_path):
     import os
 
@@ -154,6 +159,7 @@ def test_launch_is_local_and_private(monkeypatch, tmp_path):
     assert seen["allowed_paths"] == [str(tmp_path.resolve())] and seen["mcp_server"] is False
 
 
+@needs_gradio
 def test_cli_ui_host_warning_and_bad_values(monkeypatch, tmp_path, capsys):
     from shanshui import cli
     from shanshui.ui import app
@@ -244,8 +250,31 @@ def test_interpolate_job(models, ws):
 
 
 # ------------------------------------------------------------------------------------------ gradio API
-def test_gradio_api_two_jobs_at_once_and_errors(tmp_path, painting):
-    pytest.importorskip("gradio", reason="the 'ui' extra is not installed")
+@pytest.fixture()
+def outside_connections(monkeypatch):
+    """Every network connection or name lookup of this process that is not for this machine."""
+    import socket
+
+    seen = []
+    local = ("127.0.0.1", "::1", "localhost", "0.0.0.0")
+    connect, getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def guarded_connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in local:
+            seen.append(address)
+        return connect(self, address)
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        if host not in local and host is not None:
+            seen.append(host)
+        return getaddrinfo(host, *args, **kwargs)
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    return seen
+
+
+@needs_gradio
+def test_gradio_api_two_jobs_at_once_and_errors(tmp_path, painting, outside_connections):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
@@ -275,6 +304,7 @@ def test_gradio_api_two_jobs_at_once_and_errors(tmp_path, painting):
         with pytest.raises(AppError, match="does not exist"):
             a.predict("x", *text_args[1:-2], str(tmp_path / "no-model"), "", api_name="/text_to_video")
         assert a.predict(*text_args, api_name="/text_to_video")[3].startswith("4 frames in")
+    assert outside_connections == []          # the server (and its clients) talked to this machine only
 
 
 def test_model_paths_are_checked_then_switching_loads_the_other_model(tmp_path, tiny_model_files, ws):
