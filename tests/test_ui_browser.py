@@ -15,7 +15,9 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("gradio", reason="the 'ui' extra is not installed (pip install 'shanshui[ui]')")
 pytest.importorskip("playwright", reason="playwright is not installed (the 'test' extra has it)")
@@ -36,8 +38,6 @@ SIZE, STEPS, SIDE = (128, 12, 128) if SHOTS else (64, 2, 96)
 
 def _shot(page, folder: Path, name: str) -> Path:
     """A full-page screenshot at 80 % scale, palette-quantised so the README's PNGs stay small."""
-    from PIL import Image
-
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     im = Image.open(path).convert("RGB")
@@ -135,6 +135,17 @@ def test_page_in_chromium(tmp_path):
             # painting pixels (SIDE x SIDE), up to the canvas' rounding
             assert arrow[:4] == pytest.approx([ax * SIDE, ay * SIDE, bx * SIDE, by * SIDE], abs=2.5)
             assert arrow[4] == 1.0
+        # still mask: one brush stroke across the top of the painting
+        page.get_by_text("Still mask: paint what must not move").click()
+        editor = page.locator("#p-mask")
+        editor.get_by_role("button", name="Brush", exact=True).click()
+        board = editor.locator("canvas").first
+        board.scroll_into_view_if_needed()
+        eb = board.bounding_box()
+        page.mouse.move(eb["x"] + 0.35 * eb["width"], eb["y"] + 0.2 * eb["height"])
+        page.mouse.down()
+        page.mouse.move(eb["x"] + 0.65 * eb["width"], eb["y"] + 0.2 * eb["height"], steps=10)
+        page.mouse.up()
         page.locator("#p-prompt textarea").fill("Boat drifting on the river, mist over the peaks.")
         page.get_by_text("More settings").click()
         _fill(page, "p-frames", 4)
@@ -146,6 +157,10 @@ def test_page_in_chromium(tmp_path):
         assert _video_src(page, "p-video")
         cmd = _code_text(page, "p-cmd")
         assert len(re.findall(r"--arrow \d", cmd)) == 2, cmd
+        masks = list(ws.out_dir.glob("*-mask.png"))
+        assert len(masks) == 1 and f"--mask {masks[0].name}" in cmd
+        still = np.asarray(Image.open(masks[0])) > 0             # painting-sized, white = still
+        assert still.shape == (SIDE, SIDE) and still[: SIDE // 2].sum() > 50 and not still[SIDE * 2 // 3 :].any()
         _shot(page, shots, "painting_to_video")
 
         # ---- Interpolate the text result
