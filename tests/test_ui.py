@@ -203,6 +203,11 @@ def test_painting_job_with_arrows_and_mask_equals_its_command_line(models, ws, p
     mask[:12, :] = True
     s = PaintingSettings(str(painting), "Boat drifting on the river", arrows="[[20, 70, 50, 70, 1.5], "
                          "[60, 40, 75, 30]]", seed=2, **TINY_PAINT)
+    window = models.painting().max_frames
+    with pytest.raises(ShanshuiError, match=f"frames={window + 1} must be at most {window}"):
+        run_painting(models, ws, PaintingSettings(str(painting), "river", frames=window + 1, size=64, steps=2),
+                     mask=mask)
+    assert list(ws.out_dir.iterdir()) == []              # a refused job leaves no file behind
     r = run_painting(models, ws, s, mask=mask)
     assert r.extra[0].name.endswith("-mask.png") and r.frames == 4
     ui_frames = read_video(r.mp4)[0]

@@ -426,15 +426,18 @@ def save_mask(mask: np.ndarray, path: Path) -> Path:
 
 def run_painting(models: ModelCache, ws: Workspace, s: PaintingSettings, control: JobControl | None = None,
                  mask: np.ndarray | None = None) -> Result:
-    """Painting -> video. ``mask`` (bool, any size; resized to the painting) is saved next to the result as
-    ``<stem>-mask.png`` and used as ``--mask``; it replaces ``s.mask``."""
+    """Painting -> video. ``mask`` (bool, any size, e.g. the brush editor's; resized to the painting) replaces
+    ``s.mask``; after a successful run it is saved next to the result as ``<stem>-mask.png`` (the file the
+    command line's ``--mask`` names). Nothing is written when a check fails or the job is cancelled."""
     start = time.perf_counter()
-    stem = ws.new_stem("painting")
-    extra = []
-    if mask is not None and np.any(mask):
-        mask_path = save_mask(np.asarray(mask, bool), stem.with_name(stem.name + "-mask.png"))
-        s.mask, extra = str(mask_path), [mask_path]
     s.check()
+    still = None
+    if mask is not None and np.any(mask):
+        from PIL import Image
+
+        w, h = s.painting_size
+        small = Image.fromarray(np.asarray(mask, bool).astype(np.uint8) * 255)
+        still = np.asarray(small.resize((w, h), Image.NEAREST)) > 127
     control = control or JobControl()
     control.raise_if_cancelled()
     pipe = models.painting(s.model, s.motion_module)
@@ -443,13 +446,16 @@ def run_painting(models: ModelCache, ws: Workspace, s: PaintingSettings, control
     with control:
         out = pipe(s.painting, s.prompt, negative_prompt=s.negative or None, num_frames=s.frames,
                    num_inference_steps=s.steps, guidance_scale=s.guidance, arrows=s.parsed_arrows,
-                   still_mask=s.mask, strength=s.strength, motion_guidance=s.motion_guidance,
-                   proxy_strength=s.proxy_strength, use_proxy=s.use_proxy, use_vsds=s.use_vsds,
-                   long_side=s.size or None, seed=s.seed)
+                   still_mask=still if still is not None else s.mask, strength=s.strength,
+                   motion_guidance=s.motion_guidance, proxy_strength=s.proxy_strength, use_proxy=s.use_proxy,
+                   use_vsds=s.use_vsds, long_side=s.size or None, seed=s.seed)
     frames = out.frames[0]
+    stem = ws.new_stem("painting")
+    extra = [save_mask(still, stem.with_name(stem.name + "-mask.png"))] if still is not None else []
+    if extra:
+        s.mask = str(extra[0])
     mp4, gif, sheet = ws.write(stem, frames, fps=BASE_FPS)
-    command = s.command(mp4.name, mask_name=extra[0].name if extra else None)
-    return Result(mp4, gif, sheet, len(frames), time.perf_counter() - start, command, extra)
+    return Result(mp4, gif, sheet, len(frames), time.perf_counter() - start, s.command(mp4.name), extra)
 
 
 def run_interpolate(ws: Workspace, s: InterpolateSettings, control: JobControl | None = None) -> Result:
