@@ -22,7 +22,8 @@ from ui_server import page_server, painting_file
 
 TINY_TEXT = dict(frames=4, size="64", steps=2, times=1)
 needs_gradio = pytest.mark.skipif(importlib.util.find_spec("gradio") is None,
-                                  reason="the 'ui' extra (gradio) is not installed: pip install 'shanshui[ui]'")
+                                  reason="the 'ui' extra (gradio) is not installed: "
+                                         "pip install 'shanshui[ui]'")
 TINY_PAINT = dict(frames=4, size=64, steps=2)
 
 
@@ -205,8 +206,8 @@ def test_painting_job_with_arrows_and_mask_equals_its_command_line(models, ws, p
                          "[60, 40, 75, 30]]", seed=2, **TINY_PAINT)
     window = models.painting().max_frames
     with pytest.raises(ShanshuiError, match=f"frames={window + 1} must be at most {window}"):
-        run_painting(models, ws, PaintingSettings(str(painting), "river", frames=window + 1, size=64, steps=2),
-                     mask=mask)
+        too_long = PaintingSettings(str(painting), "river", frames=window + 1, size=64, steps=2)
+        run_painting(models, ws, too_long, mask=mask)
     assert list(ws.out_dir.iterdir()) == []              # a refused job leaves no file behind
     r = run_painting(models, ws, s, mask=mask)
     assert r.extra[0].name.endswith("-mask.png") and r.frames == 4
