@@ -122,7 +122,11 @@ def test_page_in_chromium(tmp_path):
         canvas.scroll_into_view_if_needed()
         box = canvas.bounding_box()
         drags = [((0.2, 0.7), (0.5, 0.7)), ((0.7, 0.3), (0.85, 0.15))]
-        for (ax, ay), (bx, by) in drags:
+        for k, ((ax, ay), (bx, by)) in enumerate(drags):
+            if k == 1:                                   # the second arrow gets its own strength
+                _fill(page, "p-new-strength", 2.5)
+                canvas.scroll_into_view_if_needed()
+                box = canvas.bounding_box()
             page.mouse.move(box["x"] + ax * box["width"], box["y"] + ay * box["height"])
             page.mouse.down()
             page.mouse.move(box["x"] + bx * box["width"], box["y"] + by * box["height"], steps=6)
@@ -134,7 +138,14 @@ def test_page_in_chromium(tmp_path):
         for arrow, ((ax, ay), (bx, by)) in zip(arrows, drags):
             # painting pixels (SIDE x SIDE), up to the canvas' rounding
             assert arrow[:4] == pytest.approx([ax * SIDE, ay * SIDE, bx * SIDE, by * SIDE], abs=2.5)
-            assert arrow[4] == 1.0
+        assert [a[4] for a in arrows] == [1.0, 2.5]
+        # editing the list: the first arrow's strength typed by hand
+        editor_box = page.locator("#p-arrows .cm-content")
+        editor_box.click()
+        page.keyboard.press("ControlOrMeta+a")
+        arrows[0][4] = 0.5
+        page.keyboard.insert_text(json.dumps(arrows))
+        expect(page.locator("#p-pad .arrowpad-hint")).to_contain_text("2 arrow(s)")
         # still mask: one brush stroke across the top of the painting
         page.get_by_text("Still mask: paint what must not move").click()
         editor = page.locator("#p-mask")
@@ -157,6 +168,8 @@ def test_page_in_chromium(tmp_path):
         assert _video_src(page, "p-video")
         cmd = _code_text(page, "p-cmd")
         assert len(re.findall(r"--arrow \d", cmd)) == 2, cmd
+        number = r"[\d.]+,"
+        assert re.search(f"--arrow ({number}){{4}}0\\.5 --arrow ({number}){{4}}2\\.5 ", cmd), cmd
         masks = list(ws.out_dir.glob("*-mask.png"))
         assert len(masks) == 1 and f"--mask {masks[0].name}" in cmd
         still = np.asarray(Image.open(masks[0])) > 0             # painting-sized, white = still

@@ -242,7 +242,8 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
                                         js_on_load=ARROWPAD_JS, elem_id="p-pad")
                         with gr.Row():
                             p_new_strength = gr.Slider(0, 10, value=1.0, step=0.1,
-                                                       label="Strength of new arrows")
+                                                       label="Strength of new arrows",
+                                                       elem_id="p-new-strength")
                             p_undo = gr.Button("Undo arrow", size="sm")
                             p_clear = gr.Button("Clear arrows", size="sm")
                         p_arrows = gr.Code(label="Arrows [x0, y0, x1, y1, strength] (painting pixels, "
