@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROMPT ?= Mountains, dense fog, red sun, boat on the lake, flying birds.
 OUT    ?= out
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean ui
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/shanshui demo --prompt "$(PROMPT)" --out $(OUT)
+
+# The local web page on http://127.0.0.1:7860/ (PORT=..., UI_ARGS="--model ... --motion-module ...").
+PORT ?= 7860
+ui: $(STAMP)
+	$(VENV)/bin/shanshui ui --port $(PORT) $(UI_ARGS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 -q tests

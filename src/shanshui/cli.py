@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "interpolate": ("shanshui.commands.interpolate:interpolate", "SOFP frame interpolation of a video."),
     "animate": ("shanshui.commands.animate:animate", "Painting -> video (training-free), with arrows and strength."),
     "evaluate": ("shanshui.commands.evaluate:evaluate", "FVD/KVD, IS, CLIP-text/temp, LPIPS of generated videos."),
+    "ui": ("shanshui.commands.ui:ui", "Local web page: text/painting -> video, arrows drawn by hand."),
 }
 
 EPILOG = """\b
