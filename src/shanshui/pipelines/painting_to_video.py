@@ -314,9 +314,13 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
 
 def load_painting_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                            sparse_causal: str | None = None, device: str | torch.device = "cpu",
-                           dtype: torch.dtype = torch.float32) -> PaintingToVideoPipeline:
-    """:func:`~shanshui.pipelines.text_to_video.load_pipeline` (same files and defaults), for paintings."""
+                           dtype: torch.dtype = torch.float32, **load_options) -> PaintingToVideoPipeline:
+    """:func:`~shanshui.pipelines.text_to_video.load_pipeline` (same files, defaults and ``load_options``:
+    ``ema``, ``vae``, ``loras``, ``lora_fuse``), for paintings."""
     from .text_to_video import load_pipeline
 
-    base = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype)
-    return PaintingToVideoPipeline(**base.components)
+    base = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype,
+                         **load_options)
+    pipe = PaintingToVideoPipeline(**base.components)
+    pipe.load_notes = base.load_notes
+    return pipe

@@ -247,8 +247,16 @@ class TextToVideoPipeline(DiffusionPipeline):
 
 def load_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                   sparse_causal: str | None = None, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32) -> TextToVideoPipeline:
-    """Build the pipeline from local files. ``model=None`` -> the bundled model (and its motion module)."""
+                  dtype: torch.dtype = torch.float32, ema: bool = False, vae: str | Path | None = None,
+                  loras=(), lora_fuse: bool = True) -> TextToVideoPipeline:
+    """Build the pipeline from local files. ``model=None`` -> the bundled model (and its motion module).
+
+    ``ema``: a single-file checkpoint's EMA UNet weights. ``vae``: a VAE folder/file replacing (or supplying)
+    the model's VAE. ``loras``: ``(path, scale)`` pairs or ``"PATH[:SCALE]"`` strings, applied in order to
+    the UNet (spatial and motion layers) and text encoder — fused into the weights, or as removable hooks
+    with ``lora_fuse=False`` (see :mod:`shanshui.models.lora`). What was loaded is described in
+    ``pipe.load_notes`` (a list of one-line messages).
+    """
     from ..models.motion import build_video_unet, set_temporal_attention
     from ..models.motion_io import load_motion_module
     from ..schedulers import make_scheduler
@@ -259,7 +267,9 @@ def load_pipeline(model: str | Path | None = None, motion_module: str | Path | N
             raise ShanshuiError("no bundled model is installed in this package; pass --model PATH")
         model, motion_module = BUNDLED_DIR, motion_module or BUNDLED_MOTION
     check(motion_module is not None, "a motion module is required (--motion-module PATH)")
-    components = load_base_components(model, dtype)
+    lora_specs = [parse_lora(x) for x in loras]
+    notes: list[str] = []
+    components = load_base_components(model, dtype, ema=ema, vae=vae, notes=notes)
     state, config = load_motion_module(motion_module)
     video_unet = build_video_unet(components["unet"], config, state)
     if sparse_causal is not None:
@@ -267,4 +277,17 @@ def load_pipeline(model: str | Path | None = None, motion_module: str | Path | N
     pipe = TextToVideoPipeline(vae=components["vae"], text_encoder=components["text_encoder"],
                                tokenizer=components["tokenizer"], unet=video_unet, scheduler=make_scheduler())
     pipe.to(device=device, dtype=dtype)
+    if lora_specs:
+        from ..models.lora import apply_loras
+
+        for report in apply_loras(pipe, lora_specs, fuse=lora_fuse):
+            notes.append(report.summary())
+    pipe.load_notes = notes
     return pipe
+
+
+def parse_lora(spec) -> tuple[Path, float]:
+    """``"PATH[:SCALE]"`` or ``(path, scale)`` -> ``(Path, float)``."""
+    from ..models.lora import parse_lora_spec
+
+    return parse_lora_spec(spec)
