@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ..errors import check
-from .generate import check_cheap, output_paths, parse_size, write_outputs
+from .generate import (check_cheap, check_model_options, model_options, output_paths, parse_size, show_notes,
+                       write_outputs)
 
 EXAMPLES = """\b
 Examples:
@@ -63,9 +64,10 @@ def gather_arrows(values: tuple[str, ...]) -> list:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
+@model_options
 def animate(painting, prompt, arrow, mask, strength, proxy, proxy_strength, no_proxy, no_vsds, linear,
             motion_guidance, policy, size, frames, steps, guidance, negative, seed, model, motion_module, fps,
-            device, out):
+            device, out, vae, ema, loras):
     """Animate PAINTING as described by PROMPT (training-free)."""
     from ..image_intake import plan_geometry, prepare_painting
 
@@ -82,6 +84,7 @@ def animate(painting, prompt, arrow, mask, strength, proxy, proxy_strength, no_p
     for name, p in (("mask", mask), ("proxy", proxy)):
         check(p is None or p.is_file(), f"--{name} '{p}' does not exist")
     arrows = gather_arrows(arrow)
+    lora_specs = check_model_options(loras, vae)
     long_side, exact = None, None
     if size is not None:
         if policy == "fit":
@@ -96,7 +99,8 @@ def animate(painting, prompt, arrow, mask, strength, proxy, proxy_strength, no_p
 
     from ..pipelines.painting_to_video import load_painting_pipeline
 
-    pipe = load_painting_pipeline(model, motion_module, device=device)
+    pipe = load_painting_pipeline(model, motion_module, device=device, ema=ema, vae=vae, loras=lora_specs)
+    show_notes(pipe)
     if long_side is None and exact is None:
         work = prepare_painting(painting, policy, pipe.native_size, None)
     result = pipe(work, prompt, negative_prompt=negative, num_frames=frames, num_inference_steps=steps,

@@ -16,6 +16,8 @@ Examples:
   shanshui generate "Boat on the lake" --model ~/models/sd15 --motion-module nadm.safetensors \\
       --size 512x320 --steps 25 --guidance 8 --sparse-causal temporal -o boat.webp
   shanshui generate "Slow scroll along misty peaks" --frames 128 --gamma 0.8 -o scroll.mp4
+  shanshui generate "Ink-wash peaks" --model dreamshaper.safetensors --lora moxin.safetensors:0.8 \\
+      --lora zoom_in.ckpt --motion-module mm_sd_v15_v2.ckpt -o peaks.mp4
 """
 
 
@@ -47,6 +49,30 @@ def check_cheap(frames: int, steps: int, guidance: float, gamma: float = 0.8, om
     check(0.0 <= gamma <= 1.0, f"--gamma={gamma} must be in [0, 1]")
     check(omega >= 0 and omega < float("inf"), f"--omega={omega} must be a finite number >= 0")
     check(overlap >= 0, f"--overlap={overlap} must be >= 0 (and below the clip length)")
+
+
+def model_options(f):
+    """``--vae``, ``--ema``, ``--lora`` (personalised models), shared by generate and animate."""
+    f = click.option("--lora", "loras", multiple=True, metavar="PATH[:SCALE]",
+                     help="LoRA file (kohya/A1111, diffusers/peft, or AnimateDiff motion LoRA), scale default 1; "
+                          "repeatable.")(f)
+    f = click.option("--ema", is_flag=True, help="Use the EMA weights of a single-file checkpoint.")(f)
+    f = click.option("--vae", type=click.Path(path_type=Path), default=None,
+                     help="VAE folder or .safetensors/.ckpt replacing (or supplying) the model's VAE.")(f)
+    return f
+
+
+def check_model_options(loras, vae) -> list:
+    """Validate --lora/--vae before any weights are loaded; returns the parsed LoRA specs."""
+    from ..models.lora import parse_lora_spec
+
+    check(vae is None or vae.exists(), f"--vae '{vae}' does not exist")
+    return [parse_lora_spec(x) for x in loras]
+
+
+def show_notes(pipe) -> None:
+    for note in getattr(pipe, "load_notes", []):
+        click.echo(f"note: {note}", err=True)
 
 
 def write_outputs(frames, paths: list[Path], fps: float) -> None:
@@ -84,8 +110,9 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
+@model_options
 def generate(prompt, negative, model, motion_module, frames, size, steps, guidance, seed, sparse_causal,
-             interpolate, interp_times, gamma, omega, overlap, fps, device, out):
+             interpolate, interp_times, gamma, omega, overlap, fps, device, out, vae, ema, loras):
     """Generate a landscape-painting video from PROMPT.
 
     More frames than the motion module's window (e.g. --frames 128) switch to the long-video path: phased
@@ -95,9 +122,12 @@ def generate(prompt, negative, model, motion_module, frames, size, steps, guidan
     width, height = parse_size(size) if size else (None, None)
     check(fps > 0, f"--fps={fps} must be > 0")
     check_cheap(frames, steps, guidance, gamma, omega, overlap)
+    lora_specs = check_model_options(loras, vae)
     from ..pipelines.text_to_video import load_pipeline
 
-    pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device)
+    pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, ema=ema, vae=vae,
+                         loras=lora_specs)
+    show_notes(pipe)
     times = int(interp_times) if interpolate else 1
     if frames > pipe.max_frames:
         from ..video_io import open_video_writer
