@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ..errors import check
-from .generate import (check_cheap, check_model_options, model_options, output_paths, parse_size, show_notes,
-                       write_outputs)
+from .generate import (check_cheap, check_keyframes, check_model_options, keyframe_option, model_options,
+                       output_paths, parse_size, show_notes, write_outputs)
 
 EXAMPLES = """\b
 Examples:
@@ -65,9 +65,10 @@ def gather_arrows(values: tuple[str, ...]) -> list:
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
 @model_options
+@keyframe_option
 def animate(painting, prompt, arrow, mask, strength, proxy, proxy_strength, no_proxy, no_vsds, linear,
             motion_guidance, policy, size, frames, steps, guidance, negative, seed, model, motion_module, fps,
-            device, out, vae, ema, loras):
+            device, out, vae, ema, loras, keyframes):
     """Animate PAINTING as described by PROMPT (training-free)."""
     from ..image_intake import plan_geometry, prepare_painting
 
@@ -85,6 +86,9 @@ def animate(painting, prompt, arrow, mask, strength, proxy, proxy_strength, no_p
         check(p is None or p.is_file(), f"--{name} '{p}' does not exist")
     arrows = gather_arrows(arrow)
     lora_specs = check_model_options(loras, vae)
+    keys = check_keyframes(keyframes, frames)
+    check(not keys or keys[0].index != 0, "--keyframe 0 is the painting itself; pin frames 1.."
+                                          f"{frames - 1} (or -1 for the last)")
     long_side, exact = None, None
     if size is not None:
         if policy == "fit":
@@ -107,5 +111,5 @@ def animate(painting, prompt, arrow, mask, strength, proxy, proxy_strength, no_p
                   guidance_scale=guidance, arrows=arrows, still_mask=mask, strength=strength,
                   motion_guidance=motion_guidance, proxy=proxy, proxy_strength=proxy_strength,
                   use_proxy=not no_proxy, use_vsds=not no_vsds, fusion="linear" if linear else "slerp",
-                  seed=seed)
+                  seed=seed, keyframes=keys)
     write_outputs(result.frames[0], [out], fps=fps)

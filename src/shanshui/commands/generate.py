@@ -62,6 +62,17 @@ def model_options(f):
     return f
 
 
+def keyframe_option(f):
+    return click.option("--keyframe", "keyframes", multiple=True, metavar="INDEX:IMAGE",
+                        help="Pin frame INDEX (0-based, -1 = last) to IMAGE; repeatable.")(f)
+
+
+def check_keyframes(keyframes, frames: int) -> list:
+    from ..control.keyframes import parse_keyframe, resolve_indices
+
+    return resolve_indices([parse_keyframe(k) for k in keyframes], frames)
+
+
 def check_model_options(loras, vae) -> list:
     """Validate --lora/--vae before any weights are loaded; returns the parsed LoRA specs."""
     from ..models.lora import parse_lora_spec
@@ -111,8 +122,9 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
 @model_options
+@keyframe_option
 def generate(prompt, negative, model, motion_module, frames, size, steps, guidance, seed, sparse_causal,
-             interpolate, interp_times, gamma, omega, overlap, fps, device, out, vae, ema, loras):
+             interpolate, interp_times, gamma, omega, overlap, fps, device, out, vae, ema, loras, keyframes):
     """Generate a landscape-painting video from PROMPT.
 
     More frames than the motion module's window (e.g. --frames 128) switch to the long-video path: phased
@@ -123,12 +135,15 @@ def generate(prompt, negative, model, motion_module, frames, size, steps, guidan
     check(fps > 0, f"--fps={fps} must be > 0")
     check_cheap(frames, steps, guidance, gamma, omega, overlap)
     lora_specs = check_model_options(loras, vae)
+    keys = check_keyframes(keyframes, frames)
     from ..pipelines.text_to_video import load_pipeline
 
     pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, ema=ema, vae=vae,
                          loras=lora_specs)
     show_notes(pipe)
     times = int(interp_times) if interpolate else 1
+    check(not keys or frames <= pipe.max_frames, f"--keyframe works within one clip of at most {pipe.max_frames} "
+                                                 f"frames (this motion module's window); --frames={frames}")
     if frames > pipe.max_frames:
         from ..video_io import open_video_writer
 
@@ -140,5 +155,6 @@ def generate(prompt, negative, model, motion_module, frames, size, steps, guidan
         click.echo(f"wrote {out} ({writer.count} frames)")
         return
     result = pipe(prompt, negative_prompt=negative, num_frames=frames, height=height, width=width,
-                  num_inference_steps=steps, guidance_scale=guidance, seed=seed, interpolate_times=times)
+                  num_inference_steps=steps, guidance_scale=guidance, seed=seed, interpolate_times=times,
+                  keyframes=keys)
     write_outputs(result.frames[0], [out], fps=fps * (times if times > 1 else 1))

@@ -171,6 +171,25 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         check(policy in POLICIES, f"policy='{policy}' must be one of {', '.join(POLICIES)}")
         check(guidance >= 0 and np.isfinite(guidance), f"guidance={guidance} must be a finite number >= 0")
 
+    def _keyframe_pins(self, keyframes, painting: Painting, num_frames: int, noise: torch.Tensor, decay: float):
+        """:class:`~shanshui.control.keyframes.KeyframePins` on the painting's canvas, sharing ``noise``."""
+        from ..control.keyframes import KeyframePins, as_keyframes, encode_rgb, keyframe_rgb, resolve_indices
+
+        keys = resolve_indices(as_keyframes(keyframes), num_frames)
+        if not keys:
+            return None
+        check(keys[0].index != 0, "keyframe index 0 is the painting itself; pin frames 1.."
+                                  f"{num_frames - 1} (or -1 for the last)")
+        x0, y0, x1, y1 = painting.content
+        images = []
+        for k in keys:
+            canvas = painting.image.copy()
+            canvas[y0:y1, x0:x1] = keyframe_rgb(k.image, x1 - x0, y1 - y0)
+            images.append(canvas)
+        idx = [k.index for k in keys]
+        z = encode_rgb(self, np.stack(images)).to(noise.dtype)
+        return KeyframePins(self.scheduler, idx, z, noise[:, :, idx], num_frames, decay)
+
     # ------------------------------------------------------------------ main
     @torch.no_grad()
     def __call__(
@@ -203,8 +222,15 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         output_type: str = "np",
         decode_chunk_size: int = 16,
         progress: bool = True,
+        keyframes=None,
+        keyframe_decay: float = 2.0,
     ) -> PaintingVideoOutput:
-        """Animate ``painting`` (path, PIL image, array or :class:`Painting`) as described by ``prompt``."""
+        """Animate ``painting`` (path, PIL image, array or :class:`Painting`) as described by ``prompt``.
+
+        ``keyframes``: ``(index, image)`` pairs or ``"INDEX:IMAGE"`` strings pinning frames 1..L-1 (frame 0 is
+        the painting) to images fitted to the painting's canvas, as in :mod:`shanshui.control.keyframes`:
+        pinned with the same fixed noise as frame 0, and neighbours start from the fused latent pulled
+        towards the keyframe by ``exp(−d/keyframe_decay)``."""
         # 1. Check inputs, bring the painting in
         check(isinstance(prompt, str) and prompt.strip() != "", "prompt must be a non-empty string")
         check(output_type in ("np", "pt", "pil", "latent"),
@@ -212,6 +238,12 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         self.check_painting_inputs(num_frames, num_inference_steps, p_vsds, proxy_strength, strength,
                                    motion_guidance, fusion, policy, guidance_scale)
         check(decode_chunk_size >= 1, f"decode_chunk_size={decode_chunk_size} must be >= 1")
+        if keyframes:
+            from ..control.keyframes import as_keyframes, resolve_indices
+
+            keys = resolve_indices(as_keyframes(keyframes), num_frames)
+            check(keys[0].index != 0, "keyframe index 0 is the painting itself; pin frames 1.."
+                                      f"{num_frames - 1} (or -1 for the last)")
         if not isinstance(painting, Painting):
             painting = prepare_painting(painting, policy, long_side or self.native_size, size)
         if generator is None:
@@ -278,6 +310,16 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         m_move = _latent_mask(np.linalg.norm(velocity, axis=-1) > 0, h, w, device, dtype) if moving else None
         n_guided = int(round(motion_guidance * len(t_denoise)))
 
+        pins = self._keyframe_pins(keyframes, painting, L, noise, keyframe_decay)
+        if pins is not None:
+            which, dist = pins.nearest()
+            from ..control.keyframes import correlation
+
+            r = torch.as_tensor(correlation(dist, keyframe_decay), device=device, dtype=dtype).view(1, 1, -1, 1, 1)
+            start = fused + r * (pins.z[:, :, which] - fused)
+        else:
+            start = fused
+
         def impose(z: torch.Tensor, t, i: int | None) -> torch.Tensor:
             def put(z, known, mask):
                 target = known if t is None else self.noise_to(known, noise, t)
@@ -286,9 +328,10 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
                 z = put(z, fused, m_move)
             if m_still is not None:
                 z = put(z, known_still, m_still)
-            return put(z, known_still, frame0)
+            z = put(z, known_still, frame0)
+            return z if pins is None else pins.pin(z, t)
 
-        latents = self.noise_to(fused, noise, t_denoise[0])
+        latents = self.noise_to(start, noise, t_denoise[0])
         step_kwargs = self._step_kwargs(generator, 0.0)
         with tqdm(total=len(t_denoise), desc="animating", disable=not progress, leave=False) as bar:
             for i, t in enumerate(t_denoise):

@@ -137,12 +137,18 @@ class TextToVideoPipeline(DiffusionPipeline):
         overlap: int = 4,
         clip_frames: int | None = None,
         frame_sink=None,
+        keyframes=None,
+        keyframe_decay: float = 2.0,
     ) -> VideoOutput:
         """Generate a video for ``prompt``. See the module docstring for defaults.
 
         Videos longer than ``self.max_frames`` go through :func:`~shanshui.pipelines.long_video.generate_long`
         (``gamma``, ``omega``, ``overlap``, ``clip_frames`` apply there only); with ``frame_sink`` its frames are
         handed over as uint8 chunks instead of being returned (``frames`` is then ``None``).
+
+        ``keyframes``: ``(index, image)`` pairs or ``"INDEX:IMAGE"`` strings pinning frames to images
+        (:mod:`shanshui.control.keyframes`); ``keyframe_decay``: how many frames the keyframe's influence on the
+        neighbours' starting noise takes to fall to 1/e.
         """
         # 1. Check inputs
         native = self.unet.config.sample_size * self.vae_scale_factor
@@ -154,6 +160,10 @@ class TextToVideoPipeline(DiffusionPipeline):
         check(interpolate_times in (1, 2, 4, 8), f"interpolate_times={interpolate_times} must be 1, 2, 4 or 8")
         if generator is None and seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        if keyframes:
+            from ..control.keyframes import check_not_long
+
+            check_not_long(keyframes, num_frames, self.max_frames)
         if num_frames > self.max_frames:
             return self._call_long(prompt, negative_prompt, num_frames, height, width, num_inference_steps,
                                    guidance_scale, generator, eta, latents, output_type, decode_chunk_size,
@@ -171,13 +181,23 @@ class TextToVideoPipeline(DiffusionPipeline):
         shape = (1, self.unet.config.in_channels, num_frames,
                  height // self.vae_scale_factor, width // self.vae_scale_factor)
         latents = self.prepare_latents(shape, text_embeds.dtype, generator, latents)
+        pins = None
+        if keyframes:
+            from ..control.keyframes import make_pins
+
+            pins = make_pins(self, keyframes, num_frames, width, height, generator, latents.dtype, keyframe_decay)
+            latents = pins.start(latents, timesteps[0])
         step_kwargs = self._step_kwargs(generator, eta)
 
-        # 5. Denoise
+        # 5. Denoise (keyframes: pinned frames re-imposed before every UNet call and after every step)
         with tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False) as bar:
-            for t in timesteps:
+            for i, t in enumerate(timesteps):
+                if pins is not None:
+                    latents = pins.pin(latents, t)
                 eps = self.predict_noise(latents, t, text_embeds, guidance_scale)
                 latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+                if pins is not None:
+                    latents = pins.pin(latents, timesteps[i + 1] if i + 1 < len(timesteps) else None)
                 bar.update()
         if output_type == "latent":
             return VideoOutput(frames=latents, latents=latents)
