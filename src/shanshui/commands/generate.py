@@ -117,6 +117,9 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
               help="Long videos: randomness added to the shared noise prior.")
 @click.option("--overlap", type=int, default=4, show_default=True,
               help="Long videos: frames neighbouring clips share (cross-faded while denoising).")
+@click.option("--fusion", type=click.Choice(["crossfade", "ccdm"]), default="crossfade", show_default=True,
+              help="Long videos: how frames shared by neighbouring clips are merged (linear ramps, or CCDM's "
+                   "equal-weight multi-frame fusion).")
 @click.option("--fps", type=float, default=8.0, show_default=True, help="Frame rate of the written video.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
@@ -124,7 +127,7 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
 @model_options
 @keyframe_option
 def generate(prompt, negative, model, motion_module, frames, size, steps, guidance, seed, sparse_causal,
-             interpolate, interp_times, gamma, omega, overlap, fps, device, out, vae, ema, loras, keyframes):
+             interpolate, interp_times, gamma, omega, overlap, fusion, fps, device, out, vae, ema, loras, keyframes):
     """Generate a landscape-painting video from PROMPT.
 
     More frames than the motion module's window (e.g. --frames 128) switch to the long-video path: phased
@@ -151,7 +154,7 @@ def generate(prompt, negative, model, motion_module, frames, size, steps, guidan
         with open_video_writer(out, fps=fps * times, total=total) as writer:
             pipe(prompt, negative_prompt=negative, num_frames=frames, height=height, width=width,
                  num_inference_steps=steps, guidance_scale=guidance, seed=seed, interpolate_times=times,
-                 gamma=gamma, omega=omega, overlap=overlap, frame_sink=writer.append)
+                 gamma=gamma, omega=omega, overlap=overlap, frame_sink=writer.append, fusion=fusion)
         click.echo(f"wrote {out} ({writer.count} frames)")
         return
     result = pipe(prompt, negative_prompt=negative, num_frames=frames, height=height, width=width,

@@ -139,12 +139,13 @@ class TextToVideoPipeline(DiffusionPipeline):
         frame_sink=None,
         keyframes=None,
         keyframe_decay: float = 2.0,
+        fusion: str = "crossfade",
     ) -> VideoOutput:
         """Generate a video for ``prompt``. See the module docstring for defaults.
 
         Videos longer than ``self.max_frames`` go through :func:`~shanshui.pipelines.long_video.generate_long`
-        (``gamma``, ``omega``, ``overlap``, ``clip_frames`` apply there only); with ``frame_sink`` its frames are
-        handed over as uint8 chunks instead of being returned (``frames`` is then ``None``).
+        (``gamma``, ``omega``, ``overlap``, ``clip_frames``, ``fusion`` apply there only); with ``frame_sink`` its
+        frames are handed over as uint8 chunks instead of being returned (``frames`` is then ``None``).
 
         ``keyframes``: ``(index, image)`` pairs or ``"INDEX:IMAGE"`` strings pinning frames to images
         (:mod:`shanshui.control.keyframes`); ``keyframe_decay``: how many frames the keyframe's influence on the
@@ -168,7 +169,7 @@ class TextToVideoPipeline(DiffusionPipeline):
             return self._call_long(prompt, negative_prompt, num_frames, height, width, num_inference_steps,
                                    guidance_scale, generator, eta, latents, output_type, decode_chunk_size,
                                    interpolate_times, interpolation_flow, progress, gamma, omega, overlap,
-                                   clip_frames, frame_sink)
+                                   clip_frames, frame_sink, fusion)
 
         # 2. Encode the prompt
         text_embeds = self.encode_prompt(prompt, negative_prompt, cfg=guidance_scale > 1.0)
@@ -217,7 +218,7 @@ class TextToVideoPipeline(DiffusionPipeline):
 
     def _call_long(self, prompt, negative_prompt, num_frames, height, width, steps, guidance, generator, eta,
                    latents, output_type, chunk, interpolate_times, flow, progress, gamma, omega, overlap,
-                   clip_frames, frame_sink) -> VideoOutput:
+                   clip_frames, frame_sink, fusion="crossfade") -> VideoOutput:
         from .long_video import generate_long
 
         check(latents is None, "latents cannot be given for long videos (frames > the motion module's window)")
@@ -226,7 +227,7 @@ class TextToVideoPipeline(DiffusionPipeline):
                                generator, gamma=gamma, omega=omega, overlap=overlap, clip_frames=clip_frames,
                                decode_chunk_size=chunk, interpolate_times=interpolate_times,
                                interpolation_flow=flow, output_type="latent" if output_type == "latent" else "np",
-                               frame_sink=frame_sink, progress=progress)
+                               frame_sink=frame_sink, progress=progress, fusion=fusion)
         if output_type == "latent":
             return VideoOutput(frames=result.latents, latents=result.latents)
         if result.frames is None:
