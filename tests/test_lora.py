@@ -121,6 +121,24 @@ def test_fused_weights_equal_the_formula(pipe, tmp_path, layout, layers, alpha):
                 assert torch.equal(after[target][key], w), f"{target}.{key} changed"
 
 
+def test_peft_alpha_from_diffusers_metadata(pipe, tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    path, mats = build(pipe, [("unet", ATTN), ("unet", PROJ_IN), ("text_encoder", TE_Q)], "peft",
+                       tmp_path / "p.safetensors")
+    meta = {"unet.lora_alpha": 8, "unet.r": 4, "unet.alpha_pattern": {"attentions.0.proj_in": 2},
+            "text_encoder.lora_alpha": 1, "text_encoder.r": 4}
+    save_file(load_file(str(path)), str(path), metadata={"format": "pt", "lora_adapter_metadata": json.dumps(meta)})
+    before = snapshot(pipe)
+    apply_lora(pipe, path, scale=1.0)
+    for target, name, alpha in (("unet", ATTN, 8.0), ("unet", PROJ_IN, 2.0), ("text_encoder", TE_Q, 1.0)):
+        down, up = mats[(target, name)]
+        want = expected_weight(before[target][f"{name}.weight"], down, up, 1.0, alpha, 4)
+        assert torch.allclose(module(pipe, target, name).weight, want, atol=1e-6, rtol=0), name
+
+
 def test_scale_zero_reproduces_the_plain_model(pipe, tmp_path):
     plain = pipe(PROMPT, **SMALL).frames
     before = snapshot(pipe)

@@ -10,7 +10,9 @@ Key layouts read, and how they name the layer:
 * kohya / A1111 / CivitAI: ``lora_unet_<module_with_underscores>.lora_down.weight`` / ``.lora_up.weight`` /
   ``.alpha``; ``lora_te_text_model_encoder_layers_0_self_attn_q_proj...`` for the text encoder.
 * diffusers / peft: ``unet.<module>.lora_A.weight`` / ``lora_B.weight`` (``lora_A.<adapter>.weight`` too),
-  older diffusers ``<module>.lora.down.weight`` / ``.lora.up.weight``, ``text_encoder.<module>...``.
+  older diffusers ``<module>.lora.down.weight`` / ``.lora.up.weight``, ``text_encoder.<module>...``; the
+  alpha comes from ``.alpha`` tensors or, as diffusers writes it, from the safetensors metadata
+  ``lora_adapter_metadata`` (``lora_alpha`` / ``unet.lora_alpha``, with ``alpha_pattern`` overrides).
 * AnimateDiff motion LoRAs (v2 zoom/pan...): ``down_blocks.0.motion_modules.0.temporal_transformer.
   transformer_blocks.0.attention_blocks.0.processor.to_q_lora.down.weight`` — renamed the way diffusers'
   ``convert_animatediff_motion_lora_to_diffusers.py`` does (``attention_blocks.0/1`` -> ``attn1/2``,
@@ -128,6 +130,35 @@ def read_lora(path: Path) -> dict[str, torch.Tensor]:
     return read_state_dict(path, what="LoRA")
 
 
+def read_peft_metadata(path: Path) -> dict:
+    """diffusers' ``lora_adapter_metadata`` (the peft ``LoraConfig`` as JSON) of a ``.safetensors`` LoRA, or {}."""
+    import json
+
+    if path.suffix.lower() != ".safetensors":
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("lora_adapter_metadata")
+        meta = json.loads(raw) if raw else {}
+    except Exception:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def metadata_alpha(meta: dict, target: str, module_name: str) -> float | None:
+    """``lora_alpha`` for a module from peft metadata (``alpha_pattern`` first, then the adapter's value)."""
+    for prefix in (f"{target}.", ""):
+        pattern = meta.get(f"{prefix}alpha_pattern") or {}
+        for key, value in pattern.items():
+            if module_name == key or module_name.endswith("." + key):
+                return float(value)
+        if meta.get(f"{prefix}lora_alpha") is not None:
+            return float(meta[f"{prefix}lora_alpha"])
+    return None
+
+
 def _layer_name(m: re.Match) -> str:
     name = m.group("name")
     proc = m.groupdict().get("proc")
@@ -239,6 +270,7 @@ def apply_lora(pipe, path: Path, scale: float = 1.0, fuse: bool = True) -> LoraR
     """Apply one LoRA file to ``pipe.unet`` and ``pipe.text_encoder``; returns what was patched."""
     path = Path(path)
     layers = parse_layers(read_lora(path), path)
+    meta = read_peft_metadata(path)
     indexes = {t: _index(getattr(pipe, t)) for t in TARGETS}
     report = LoraReport(path, scale)
     plan = []
@@ -249,6 +281,8 @@ def apply_lora(pipe, path: Path, scale: float = 1.0, fuse: bool = True) -> LoraR
             continue
         target, module_name = where
         module = indexes[target][1][module_name]
+        if layer.alpha is None and meta:
+            layer.alpha = metadata_alpha(meta, target, module_name)
         plan.append((target, module_name, module, layer, delta(module, layer, scale, layer.key)))
     if not plan:
         raise ShanshuiError(f"LoRA '{path}': none of its {len(layers)} layers matches this model "
