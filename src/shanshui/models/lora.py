@@ -315,3 +315,91 @@ def remove_loras(pipe) -> int:
     n = len(hooks)
     pipe._lora_hooks = []
     return n
+
+
+# ------------------------------------------------------------------------------------------ training
+MOTION_LORA_TARGETS = re.compile(r"\.motion_modules\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
+
+
+class MotionLoRA(torch.nn.Module):
+    """Trainable rank-``r`` LoRA on every motion-module attention projection (``attn1/attn2`` ``to_q``, ``to_k``,
+    ``to_v``, ``to_out.0``) — the layers AnimateDiff's motion LoRAs adapt. ``down`` starts random (Kaiming
+    uniform, as peft), ``up`` at zero, so a fresh LoRA leaves the network unchanged. The update enters through
+    forward hooks (the motion weights themselves stay frozen); alpha = rank, i.e. factor 1.
+
+    :meth:`diffusers_state_dict` writes peft/diffusers keys (``unet.<module>.lora_A.weight`` /
+    ``lora_B.weight``), which ``--lora`` and :func:`apply_lora` read back."""
+
+    def __init__(self, unet: torch.nn.Module, rank: int):
+        super().__init__()
+        import math
+
+        check(isinstance(rank, int) and rank >= 1, f"LoRA rank={rank} must be an integer >= 1")
+        self.rank = rank
+        self.names = [n for n, m in unet.named_modules()
+                      if isinstance(m, torch.nn.Linear) and MOTION_LORA_TARGETS.search(n)]
+        check(bool(self.names), "the UNet has no motion-module attention layers to put a LoRA on")
+        modules = dict(unet.named_modules())
+        self.down = torch.nn.ParameterDict()
+        self.up = torch.nn.ParameterDict()
+        self._handles = []
+        for name in self.names:
+            lin = modules[name]
+            key = name.replace(".", "_")
+            down = torch.empty(rank, lin.in_features, device=lin.weight.device, dtype=torch.float32)
+            torch.nn.init.kaiming_uniform_(down, a=math.sqrt(5))
+            self.down[key] = torch.nn.Parameter(down)
+            self.up[key] = torch.nn.Parameter(torch.zeros(lin.out_features, rank, device=lin.weight.device))
+            self._handles.append(lin.register_forward_hook(self._hook(key)))
+
+    def _hook(self, key: str):
+        def hook(module, args, output):
+            x = args[0]
+            down, up = self.down[key], self.up[key]
+            return output + F.linear(F.linear(x, down.to(x.dtype)), up.to(x.dtype)).to(output.dtype)
+        return hook
+
+    def remove_hooks(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def diffusers_state_dict(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name in self.names:
+            key = name.replace(".", "_")
+            out[f"unet.{name}.lora_A.weight"] = self.down[key].detach().cpu().contiguous()
+            out[f"unet.{name}.lora_B.weight"] = self.up[key].detach().cpu().contiguous()
+        return out
+
+    def load_diffusers_state_dict(self, sd: dict[str, torch.Tensor], where: str) -> None:
+        expected = set(self.diffusers_state_dict())
+        missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+        if missing or unexpected:
+            key = (missing or unexpected)[0]
+            raise ShanshuiError(f"{where}: motion LoRA key '{key}' is {'missing' if missing else 'unexpected'}")
+        with torch.no_grad():
+            for name in self.names:
+                key = name.replace(".", "_")
+                for part, store in (("lora_A", self.down), ("lora_B", self.up)):
+                    value = sd[f"unet.{name}.{part}.weight"]
+                    check(value.shape == store[key].shape, f"{where}: '{name}.{part}' has shape "
+                                                           f"{tuple(value.shape)}, expected {tuple(store[key].shape)}")
+                    store[key].copy_(value)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the LoRA as ``.safetensors`` with diffusers' ``lora_adapter_metadata`` (alpha = rank)."""
+        import json
+
+        from safetensors.torch import save_file
+
+        from ..video_io import atomic_output
+
+        path = Path(path)
+        meta = {"unet.r": self.rank, "unet.lora_alpha": self.rank,
+                "unet.target_modules": sorted({n.rsplit(".", 1)[-1] if not n.endswith("to_out.0") else "to_out.0"
+                                               for n in self.names})}
+        with atomic_output(path) as tmp:
+            save_file(self.diffusers_state_dict(), str(tmp),
+                      metadata={"format": "pt", "lora_adapter_metadata": json.dumps(meta, sort_keys=True)})
+        return path

@@ -49,6 +49,7 @@ class ModelConfig:
     adapter_hidden_dim: int = 512
     adapter_proj_dim: int = 128
     gradient_checkpointing: bool = False
+    lora_rank: int = 0                   # > 0: train a rank-R motion LoRA on model.motion_module instead of it
 
 
 @dataclass
@@ -297,6 +298,9 @@ def validate(cfg: TrainConfig) -> None:
         check(Path(m.base_model).expanduser().exists(), f"model.base_model '{m.base_model}' does not exist")
     if m.motion_module is not None:
         check(Path(m.motion_module).expanduser().exists(), f"model.motion_module '{m.motion_module}' does not exist")
+    _non_negative(m.lora_rank, "model.lora_rank")
+    check(m.lora_rank == 0 or m.motion_module is not None,
+          f"model.lora_rank={m.lora_rank} trains a LoRA on an existing motion module: set model.motion_module")
     check(m.sparse_causal in SPARSE_CAUSAL_MODES,
           f"model.sparse_causal='{m.sparse_causal}' must be one of {', '.join(SPARSE_CAUSAL_MODES)}")
     check(m.norm in NORM_MODES, f"model.norm='{m.norm}' must be one of {', '.join(NORM_MODES)}")
