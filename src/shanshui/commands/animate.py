@@ -68,7 +68,7 @@ def gather_arrows(values: tuple[str, ...]) -> list:
 @keyframe_option
 def animate(painting, prompt, arrow, mask, strength, proxy, proxy_strength, no_proxy, no_vsds, linear,
             motion_guidance, policy, size, frames, steps, guidance, negative, seed, model, motion_module, fps,
-            device, out, vae, ema, loras, keyframes):
+            device, out, vae, ema, loras, keyframes, keyframe_mode):
     """Animate PAINTING as described by PROMPT (training-free)."""
     from ..image_intake import plan_geometry, prepare_painting
 
@@ -111,5 +111,5 @@ def animate(painting, prompt, arrow, mask, strength, proxy, proxy_strength, no_p
                   guidance_scale=guidance, arrows=arrows, still_mask=mask, strength=strength,
                   motion_guidance=motion_guidance, proxy=proxy, proxy_strength=proxy_strength,
                   use_proxy=not no_proxy, use_vsds=not no_vsds, fusion="linear" if linear else "slerp",
-                  seed=seed, keyframes=keys)
+                  seed=seed, keyframes=keys, keyframe_mode=keyframe_mode)
     write_outputs(result.frames[0], [out], fps=fps)

@@ -63,6 +63,9 @@ def model_options(f):
 
 
 def keyframe_option(f):
+    f = click.option("--keyframe-mode", type=click.Choice(["noised", "clean"]), default="noised",
+                     show_default=True, help="How keyframes are pinned: noised to each step (training-free), "
+                                             "or clean (motion modules trained with loss.lambda_key).")(f)
     return click.option("--keyframe", "keyframes", multiple=True, metavar="INDEX:IMAGE",
                         help="Pin frame INDEX (0-based, -1 = last) to IMAGE; repeatable.")(f)
 
@@ -127,7 +130,8 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
 @model_options
 @keyframe_option
 def generate(prompt, negative, model, motion_module, frames, size, steps, guidance, seed, sparse_causal,
-             interpolate, interp_times, gamma, omega, overlap, fusion, fps, device, out, vae, ema, loras, keyframes):
+             interpolate, interp_times, gamma, omega, overlap, fusion, fps, device, out, vae, ema, loras, keyframes,
+             keyframe_mode):
     """Generate a landscape-painting video from PROMPT.
 
     More frames than the motion module's window (e.g. --frames 128) switch to the long-video path: phased
@@ -159,5 +163,5 @@ def generate(prompt, negative, model, motion_module, frames, size, steps, guidan
         return
     result = pipe(prompt, negative_prompt=negative, num_frames=frames, height=height, width=width,
                   num_inference_steps=steps, guidance_scale=guidance, seed=seed, interpolate_times=times,
-                  keyframes=keys)
+                  keyframes=keys, keyframe_mode=keyframe_mode)
     write_outputs(result.frames[0], [out], fps=fps * (times if times > 1 else 1))

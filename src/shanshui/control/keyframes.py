@@ -14,6 +14,10 @@ The recipe (see ``docs/your-own-models.md``):
   (``τ`` = ``decay`` frames), so the first steps already agree on the keyframe's layout near it.
 
 With ``ρ → 0`` far away, distant frames start from their own noise as without keyframes.
+
+``mode="clean"`` pins the clean ``z_k`` itself before every UNet call instead of its noised version. An
+untrained motion module has never seen a clean frame among noisy ones; a module trained with CCDM's keyframe
+term (``loss.lambda_key`` in ``shanshui train``) has, and this is the mode that matches its training.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 from ..errors import ShanshuiError, check
 
 DEFAULT_DECAY = 2.0
+MODES = ("noised", "clean")
 
 
 @dataclass
@@ -99,14 +104,15 @@ class KeyframePins:
     """Pinned frames of one latent video ``(1, c, L, h, w)``: ``z`` ``(1, c, K, h, w)`` and fixed ``eps``."""
 
     def __init__(self, scheduler, indices: list[int], z: torch.Tensor, eps: torch.Tensor, num_frames: int,
-                 decay: float = DEFAULT_DECAY):
+                 decay: float = DEFAULT_DECAY, mode: str = "noised"):
         check(decay >= 0 and math.isfinite(decay), f"keyframe decay={decay} must be a finite number >= 0")
+        check(mode in MODES, f"keyframe mode='{mode}' must be one of {', '.join(MODES)}")
         self.scheduler, self.indices, self.z, self.eps = scheduler, list(indices), z, eps
-        self.num_frames, self.decay = num_frames, decay
+        self.num_frames, self.decay, self.mode = num_frames, decay, mode
 
     def noised(self, t) -> torch.Tensor:
-        """``√ᾱ_t·z_k + √(1−ᾱ_t)·ε_k`` (``t=None``: the clean ``z_k``)."""
-        if t is None:
+        """``√ᾱ_t·z_k + √(1−ᾱ_t)·ε_k`` (``t=None`` or ``mode="clean"``: the clean ``z_k``)."""
+        if t is None or self.mode == "clean":
             return self.z
         return self.scheduler.add_noise(self.z, self.eps, torch.as_tensor([int(t)], device=self.z.device))
 
@@ -135,7 +141,8 @@ class KeyframePins:
 
 
 def make_pins(pipe, keyframes, num_frames: int, width: int, height: int, generator, dtype,
-              decay: float = DEFAULT_DECAY, images: list[np.ndarray] | None = None) -> KeyframePins | None:
+              decay: float = DEFAULT_DECAY, images: list[np.ndarray] | None = None,
+              mode: str = "noised") -> KeyframePins | None:
     """Encode the keyframes for ``pipe`` (any pipeline with ``encode_images``/``vae``); None without any.
 
     ``images``: the uint8 RGB images already fitted to the canvas (otherwise they are cover-cropped)."""
@@ -148,7 +155,7 @@ def make_pins(pipe, keyframes, num_frames: int, width: int, height: int, generat
         images = [keyframe_rgb(k.image, width, height) for k in keyframes]
     z = encode_rgb(pipe, np.stack(images)).to(dtype)                                     # (1, c, K, h, w)
     eps = randn_tensor(z.shape, generator=generator, device=z.device, dtype=dtype)
-    return KeyframePins(pipe.scheduler, [k.index for k in keyframes], z, eps, num_frames, decay)
+    return KeyframePins(pipe.scheduler, [k.index for k in keyframes], z, eps, num_frames, decay, mode)
 
 
 def encode_rgb(pipe, images: np.ndarray, chunk: int = 8) -> torch.Tensor:

@@ -171,7 +171,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         check(policy in POLICIES, f"policy='{policy}' must be one of {', '.join(POLICIES)}")
         check(guidance >= 0 and np.isfinite(guidance), f"guidance={guidance} must be a finite number >= 0")
 
-    def _keyframe_pins(self, keyframes, painting: Painting, num_frames: int, noise: torch.Tensor, decay: float):
+    def _keyframe_pins(self, keyframes, painting: Painting, num_frames: int, noise: torch.Tensor, decay: float,
+                       mode: str = "noised"):
         """:class:`~shanshui.control.keyframes.KeyframePins` on the painting's canvas, sharing ``noise``."""
         from ..control.keyframes import KeyframePins, as_keyframes, encode_rgb, keyframe_rgb, resolve_indices
 
@@ -188,7 +189,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
             images.append(canvas)
         idx = [k.index for k in keys]
         z = encode_rgb(self, np.stack(images)).to(noise.dtype)
-        return KeyframePins(self.scheduler, idx, z, noise[:, :, idx], num_frames, decay)
+        return KeyframePins(self.scheduler, idx, z, noise[:, :, idx], num_frames, decay, mode)
 
     # ------------------------------------------------------------------ main
     @torch.no_grad()
@@ -224,13 +225,14 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         progress: bool = True,
         keyframes=None,
         keyframe_decay: float = 2.0,
+        keyframe_mode: str = "noised",
     ) -> PaintingVideoOutput:
         """Animate ``painting`` (path, PIL image, array or :class:`Painting`) as described by ``prompt``.
 
         ``keyframes``: ``(index, image)`` pairs or ``"INDEX:IMAGE"`` strings pinning frames 1..L-1 (frame 0 is
         the painting) to images fitted to the painting's canvas, as in :mod:`shanshui.control.keyframes`:
         pinned with the same fixed noise as frame 0, and neighbours start from the fused latent pulled
-        towards the keyframe by ``exp(−d/keyframe_decay)``."""
+        towards the keyframe by ``exp(−d/keyframe_decay)``; ``keyframe_mode="clean"`` pins the clean latent."""
         # 1. Check inputs, bring the painting in
         check(isinstance(prompt, str) and prompt.strip() != "", "prompt must be a non-empty string")
         check(output_type in ("np", "pt", "pil", "latent"),
@@ -310,7 +312,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         m_move = _latent_mask(np.linalg.norm(velocity, axis=-1) > 0, h, w, device, dtype) if moving else None
         n_guided = int(round(motion_guidance * len(t_denoise)))
 
-        pins = self._keyframe_pins(keyframes, painting, L, noise, keyframe_decay)
+        pins = self._keyframe_pins(keyframes, painting, L, noise, keyframe_decay, keyframe_mode)
         if pins is not None:
             which, dist = pins.nearest()
             from ..control.keyframes import correlation

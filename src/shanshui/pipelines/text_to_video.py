@@ -139,6 +139,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         frame_sink=None,
         keyframes=None,
         keyframe_decay: float = 2.0,
+        keyframe_mode: str = "noised",
         fusion: str = "crossfade",
     ) -> VideoOutput:
         """Generate a video for ``prompt``. See the module docstring for defaults.
@@ -149,7 +150,8 @@ class TextToVideoPipeline(DiffusionPipeline):
 
         ``keyframes``: ``(index, image)`` pairs or ``"INDEX:IMAGE"`` strings pinning frames to images
         (:mod:`shanshui.control.keyframes`); ``keyframe_decay``: how many frames the keyframe's influence on the
-        neighbours' starting noise takes to fall to 1/e.
+        neighbours' starting noise takes to fall to 1/e; ``keyframe_mode``: ``"noised"`` (training-free) or
+        ``"clean"`` (for motion modules trained with ``loss.lambda_key``).
         """
         # 1. Check inputs
         native = self.unet.config.sample_size * self.vae_scale_factor
@@ -186,7 +188,8 @@ class TextToVideoPipeline(DiffusionPipeline):
         if keyframes:
             from ..control.keyframes import make_pins
 
-            pins = make_pins(self, keyframes, num_frames, width, height, generator, latents.dtype, keyframe_decay)
+            pins = make_pins(self, keyframes, num_frames, width, height, generator, latents.dtype, keyframe_decay,
+                             mode=keyframe_mode)
             latents = pins.start(latents, timesteps[0])
         step_kwargs = self._step_kwargs(generator, eta)
 

@@ -91,6 +91,8 @@ class LossConfig:
     m: int = 4
     tau: float = 0.07
     positives: str = "next"
+    lambda_key: float = 0.0              # CCDM eq. 13's λ2: clean keyframes pinned in a second pass (0 = off)
+    keyframes: int = 1                   # frames pinned per clip for the λ2 term
 
 
 @dataclass
@@ -350,6 +352,10 @@ def validate(cfg: TrainConfig) -> None:
     _non_negative(lo.lambda_con, "loss.lambda_con")
     check(lo.lambda_diff > 0 or lo.lambda_con > 0, "loss.lambda_diff and loss.lambda_con cannot both be 0")
     check(lo.m >= 1, f"loss.m={lo.m} must be >= 1")
+    _non_negative(lo.lambda_key, "loss.lambda_key")
+    if lo.lambda_key > 0:
+        check(1 <= lo.keyframes < d.frames, f"loss.keyframes={lo.keyframes} must be in [1, {d.frames - 1}] "
+                                            f"(some frames of the {d.frames}-frame clip must stay free)")
     _positive(lo.tau, "loss.tau")
     check(lo.positives in POSITIVE_MODES, f"loss.positives='{lo.positives}' must be one of {', '.join(POSITIVE_MODES)}")
     if lo.lambda_con > 0:
