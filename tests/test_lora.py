@@ -230,3 +230,19 @@ def test_load_pipeline_and_cli_take_loras(tmp_path, tiny_model_files, capsys):
     _, err = capsys.readouterr()
     assert code == 0 and out.exists()
     assert "note: LoRA 'style.safetensors' (scale 0.5): patched 3 layers" in err
+
+
+def test_loras_apply_to_long_videos(pipe, tmp_path):
+    from shanshui.pipelines.long_video import generate_long
+
+    path, _ = build(pipe, [("unet", ATTN), ("unet", MM_Q)], "kohya", tmp_path / "l.safetensors", alpha=4.0)
+    kw = dict(num_frames=20, height=32, width=32, num_inference_steps=2, gamma=0.5, output_type="latent",
+              progress=False)
+    plain = generate_long(pipe, "mist", generator=torch.Generator().manual_seed(0), **kw).latents
+    apply_lora(pipe, path, 0.0, fuse=False)
+    same = generate_long(pipe, "mist", generator=torch.Generator().manual_seed(0), **kw).latents
+    remove_loras(pipe)
+    apply_lora(pipe, path, 1.0, fuse=False)
+    styled = generate_long(pipe, "mist", generator=torch.Generator().manual_seed(0), **kw).latents
+    assert torch.equal(plain, same)
+    assert (plain - styled).abs().max() > 1e-3

@@ -196,3 +196,9 @@ def test_cli_refuses_a_lora_as_model(capsys, tmp_path, motion_file):
     err = capsys.readouterr().err
     assert code == 2 and "is a LoRA (pass it with --lora PATH[:SCALE])" in err
     assert err.count("\n") == 1 and not (tmp_path / "x.gif").exists()
+
+
+def test_ema_on_a_folder_is_an_error(tmp_path, tiny_model_files):
+    model, _ = tiny_model_files
+    with pytest.raises(ShanshuiError, match="--ema applies to single-file checkpoints"):
+        load_base_components(model, ema=True)
