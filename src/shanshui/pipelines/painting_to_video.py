@@ -331,6 +331,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
             if m_still is not None:
                 z = put(z, known_still, m_still)
             z = put(z, known_still, frame0)
+            # a pinned frame is the whole keyframe latent (the VAE decoder's attention sees the whole latent,
+            # so only a complete latent decodes to the keyframe); still regions are held again in pixels
             return z if pins is None else pins.pin(z, t)
 
         latents = self.noise_to(start, noise, t_denoise[0])
