@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from ..errors import check
-from .generate import check_cheap, output_paths, parse_size, write_outputs
+from .generate import (check_cheap, check_keyframes, check_model_options, keyframe_option, model_options,
+                       output_paths, parse_size, show_notes, write_outputs)
 
 EXAMPLES = """\b
 Examples:
@@ -118,9 +119,11 @@ def gather_arrows(values: tuple[str, ...]) -> list:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
+@model_options
+@keyframe_option
 def animate(painting, prompt, arrow, mask, flow_path, control, strength, proxy, proxy_strength, no_proxy, no_vsds,
             linear, motion_guidance, policy, size, frames, steps, guidance, negative, seed, model, motion_module,
-            fps, device, out):
+            fps, device, out, vae, ema, loras, keyframes, keyframe_mode):
     """Animate PAINTING as described by PROMPT."""
     from ..image_intake import plan_geometry, prepare_painting
 
@@ -138,6 +141,10 @@ def animate(painting, prompt, arrow, mask, flow_path, control, strength, proxy, 
     for name, p in (("mask", mask), ("proxy", proxy)):
         check(p is None or p.is_file(), f"--{name} '{p}' does not exist")
     arrows = gather_arrows(arrow)
+    lora_specs = check_model_options(loras, vae)
+    keys = check_keyframes(keyframes, frames)
+    check(not keys or keys[0].index != 0, "--keyframe 0 is the painting itself; pin frames 1.."
+                                          f"{frames - 1} (or -1 for the last)")
     long_side, exact = None, None
     if size is not None:
         if policy == "fit":
@@ -175,7 +182,8 @@ def animate(painting, prompt, arrow, mask, flow_path, control, strength, proxy, 
 
     from ..pipelines.painting_to_video import load_painting_pipeline
 
-    pipe = load_painting_pipeline(model, motion_module, device=device)
+    pipe = load_painting_pipeline(model, motion_module, device=device, ema=ema, vae=vae, loras=lora_specs)
+    show_notes(pipe)
     if control is None:
         control = "trained" if pipe.i2v is not None else "training-free"
         if pipe.i2v is None:
@@ -186,5 +194,5 @@ def animate(painting, prompt, arrow, mask, flow_path, control, strength, proxy, 
                   guidance_scale=guidance, arrows=arrows, still_mask=mask, speed=strength, flow=flow,
                   control=control, motion_guidance=motion_guidance, proxy=proxy, proxy_strength=proxy_strength,
                   use_proxy=not no_proxy, use_vsds=not no_vsds, fusion="linear" if linear else "slerp",
-                  seed=seed)
+                  seed=seed, keyframes=keys, keyframe_mode=keyframe_mode)
     write_outputs(result.frames[0], [out], fps=fps)

@@ -127,6 +127,42 @@ def overlap_weights(starts, clip_frames: int, num_frames: int) -> np.ndarray:
     return np.stack([raw[c] / total[s : s + length] for c, s in enumerate(starts)])
 
 
+FUSIONS = ("crossfade", "ccdm")
+
+
+def ccdm_weight_update(w: np.ndarray) -> np.ndarray:
+    """CCDM eq. 11 as printed: ``w ← w/(w + 1) + 1/(w + 1)``.
+
+    The two terms add up to ``(w + 1)/(w + 1) = 1``: after one update every weight is 1, whatever it was.
+    Kept as a function so that this reading is explicit and tested."""
+    w = np.asarray(w, dtype=np.float64)
+    return w / (w + 1.0) + 1.0 / (w + 1.0)
+
+
+def ccdm_weights(starts, clip_frames: int, num_frames: int) -> np.ndarray:
+    """Per-clip, per-frame weights ``(K, L)`` of CCDM's multi-frame fusion (eq. 11–12).
+
+    Every clip covering a frame starts with weight 1 (``w^{(0)}``), eq. 11 updates it (to 1 again, see
+    :func:`ccdm_weight_update`), and eq. 12 normalises over the clips covering the frame: a shared frame is
+    the plain mean of the clips' results — equal weights over the whole overlap, where the cross-fade of
+    :func:`overlap_weights` ramps."""
+    starts = list(starts)
+    check(len(starts) >= 1 and starts[0] == 0 and starts[-1] + clip_frames == num_frames,
+          f"clips at {starts} of {clip_frames} frames do not cover {num_frames} frames")
+    raw = ccdm_weight_update(np.ones((len(starts), clip_frames)))
+    total = np.zeros(num_frames)
+    for c, s in enumerate(starts):
+        total[s : s + clip_frames] += raw[c]
+    return np.stack([raw[c] / total[s : s + clip_frames] for c, s in enumerate(starts)])
+
+
+def fusion_weights(fusion: str, starts, clip_frames: int, num_frames: int) -> np.ndarray:
+    check(fusion in FUSIONS, f"fusion='{fusion}' must be one of {', '.join(FUSIONS)}")
+    if fusion == "ccdm":
+        return ccdm_weights(starts, clip_frames, num_frames)
+    return overlap_weights(starts, clip_frames, num_frames)
+
+
 def blend_clips(clips: torch.Tensor, starts, weights: np.ndarray, num_frames: int) -> torch.Tensor:
     """Stitch clip latents ``(K, c, L, h, w)`` into one video ``(c, N, h, w)`` with ``weights`` ``(K, L)``."""
     k, c, length, h, w = clips.shape
@@ -236,12 +272,15 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
                   gamma: float = DEFAULT_GAMMA, omega: float = DEFAULT_OMEGA, overlap: int = DEFAULT_OVERLAP,
                   clip_frames: int | None = None, decode_chunk_size: int = 16, interpolate_times: int = 1,
                   interpolation_flow: str = "dis", output_type: str = "np",
-                  frame_sink: Callable[[np.ndarray], None] | None = None, progress: bool = True) -> LongVideoResult:
+                  frame_sink: Callable[[np.ndarray], None] | None = None, progress: bool = True,
+                  fusion: str = "crossfade") -> LongVideoResult:
     """Generate a video of any length with ``pipe`` (a :class:`TextToVideoPipeline`).
 
     ``frame_sink``: called with uint8 ``(n, H, W, 3)`` chunks in order as they are decoded; the frames are then
     not kept (``result.frames`` is ``None``), so memory does not grow with the length of the video.
-    ``output_type="latent"`` skips decoding.
+    ``output_type="latent"`` skips decoding. ``fusion``: how shared frames are merged after every per-clip
+    step — ``"crossfade"`` (linear ramps, :func:`overlap_weights`) or ``"ccdm"`` (CCDM eq. 11–12, equal
+    weights, :func:`ccdm_weights`).
     """
     from diffusers import DDIMScheduler
 
@@ -260,7 +299,7 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
         generator = torch.Generator(device="cpu").manual_seed(0)
     plan = make_plan(num_frames, clip_frames, overlap, num_inference_steps, gamma)
     length, k = plan.clip_frames, plan.num_clips
-    weights = overlap_weights(plan.starts, length, num_frames)
+    weights = fusion_weights(fusion, plan.starts, length, num_frames)
 
     # 1. Prompt and timesteps
     text_embeds = pipe.encode_prompt(prompt, negative_prompt, cfg=guidance_scale > 1.0)

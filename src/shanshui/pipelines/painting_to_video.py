@@ -183,12 +183,12 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
     i2v_scheduler = None    # the noise schedule it was trained with (DDIM)
     _i2v_ctx = None
 
-    def predict_noise(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
-        """As the text-to-video pipeline, or with the I2V model and its conditions while a trained/none
-        control call is running."""
+    def predict(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
+        """As the text-to-video pipeline (the network's own parameterisation, ε or v), or with the I2V model and
+        its conditions while a trained/none control call is running; ``predict_noise`` converts either to ε."""
         ctx = self._i2v_ctx
         if ctx is None:
-            return super().predict_noise(latents, t, text_embeds, guidance_scale)
+            return super().predict(latents, t, text_embeds, guidance_scale)
         cfg = guidance_scale > 1.0
         model_in = torch.cat([latents] * 2) if cfg else latents
         model_in = self.scheduler.scale_model_input(model_in, t)
@@ -254,6 +254,26 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         check(policy in POLICIES, f"policy='{policy}' must be one of {', '.join(POLICIES)}")
         check(guidance >= 0 and np.isfinite(guidance), f"guidance={guidance} must be a finite number >= 0")
 
+    def _keyframe_pins(self, keyframes, painting: Painting, num_frames: int, noise: torch.Tensor, decay: float,
+                       mode: str = "noised"):
+        """:class:`~shanshui.control.keyframes.KeyframePins` on the painting's canvas, sharing ``noise``."""
+        from ..control.keyframes import KeyframePins, as_keyframes, encode_rgb, keyframe_rgb, resolve_indices
+
+        keys = resolve_indices(as_keyframes(keyframes), num_frames)
+        if not keys:
+            return None
+        check(keys[0].index != 0, "keyframe index 0 is the painting itself; pin frames 1.."
+                                  f"{num_frames - 1} (or -1 for the last)")
+        x0, y0, x1, y1 = painting.content
+        images = []
+        for k in keys:
+            canvas = painting.image.copy()
+            canvas[y0:y1, x0:x1] = keyframe_rgb(k.image, x1 - x0, y1 - y0)
+            images.append(canvas)
+        idx = [k.index for k in keys]
+        z = encode_rgb(self, np.stack(images)).to(noise.dtype)
+        return KeyframePins(self.scheduler, idx, z, noise[:, :, idx], num_frames, decay, mode)
+
     # ------------------------------------------------------------------ main
     @torch.no_grad()
     def __call__(
@@ -290,6 +310,9 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         flow=None,
         speed: float | None = None,
         refine: bool = True,
+        keyframes=None,
+        keyframe_decay: float = 2.0,
+        keyframe_mode: str = "noised",
     ) -> PaintingVideoOutput:
         """Animate ``painting`` (path, PIL image, array or :class:`Painting`) as described by ``prompt``.
 
@@ -298,7 +321,13 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         comes from arrows and ``refine`` — and its strength), ``"none"`` (the I2V model without a field).
         ``flow``: a dense field instead of arrows (px/frame in the painting's pixels). ``speed``: px/frame;
         the field is scaled so that its mean speed where it moves is ``speed`` (with no field, under
-        ``"none"``, it is the requested mean motion of the frame)."""
+        ``"none"``, it is the requested mean motion of the frame).
+
+        ``keyframes``: ``(index, image)`` pairs or ``"INDEX:IMAGE"`` strings pinning frames 1..L-1 (frame 0 is
+        the painting) to images fitted to the painting's canvas, as in :mod:`shanshui.control.keyframes`:
+        pinned with the same fixed noise as frame 0, and neighbours start from the fused latent pulled
+        towards the keyframe by ``exp(−d/keyframe_decay)``; ``keyframe_mode="clean"`` pins the clean latent."""
+
         # 1. Check inputs, bring the painting in
         check(isinstance(prompt, str) and prompt.strip() != "", "prompt must be a non-empty string")
         check(output_type in ("np", "pt", "pil", "latent"),
@@ -314,6 +343,12 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         if speed is not None:
             check(np.isfinite(speed) and 0 <= speed <= MAX_SPEED, f"strength={speed} px/frame must be in "
                                                                    f"[0, {MAX_SPEED:g}]")
+        if keyframes:
+            from ..control.keyframes import as_keyframes, resolve_indices
+
+            keys = resolve_indices(as_keyframes(keyframes), num_frames)
+            check(keys[0].index != 0, "keyframe index 0 is the painting itself; pin frames 1.."
+                                      f"{num_frames - 1} (or -1 for the last)")
         if not isinstance(painting, Painting):
             painting = prepare_painting(painting, policy, long_side or self.native_size, size)
         check_animatable(painting)
@@ -343,6 +378,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
             velocity = scale_to_speed(velocity, speed)
         moving = bool(np.any(velocity != 0)) and not trained
         if num_frames > self.max_frames:
+            check(not keyframes, f"keyframes are not supported for long videos (frames={num_frames} > "
+                                 f"{self.max_frames}); generate at most {self.max_frames} frames to pin keyframes")
             return self._call_long_i2v(painting, prompt, negative_prompt, text_embeds, velocity, still, control,
                                        speed, num_frames, num_inference_steps, guidance_scale, generator,
                                        output_type, decode_chunk_size, still_composite, progress)
@@ -381,7 +418,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
             return self._vsds_and_denoise(painting, velocity, still, moving, z_paint, z_r, z_s, text_embeds,
                                           num_inference_steps, guidance_scale, p_vsds, use_vsds, vsds_alphas,
                                           fusion, motion_guidance, generator, output_type, decode_chunk_size,
-                                          still_composite, progress, proxy_img, L)
+                                          still_composite, progress, proxy_img, L, keyframes, keyframe_decay,
+                                          keyframe_mode)
         finally:
             self.scheduler = base_scheduler
             self._i2v_ctx = None
@@ -442,9 +480,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
     def _vsds_and_denoise(self, painting, velocity, still, moving, z_paint, z_r, z_s, text_embeds,
                           num_inference_steps, guidance_scale, p_vsds, use_vsds, vsds_alphas, fusion,
                           motion_guidance, generator, output_type, decode_chunk_size, still_composite, progress,
-                          proxy_img, L) -> PaintingVideoOutput:
-        from ..schedulers import predicted_noise
-
+                          proxy_img, L, keyframes=None, keyframe_decay: float = 2.0,
+                          keyframe_mode: str = "noised") -> PaintingVideoOutput:
         device, dtype = self._execution_device, text_embeds.dtype
         W, H = painting.size
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -455,8 +492,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         check(len(t_denoise) >= 1, f"steps={num_inference_steps} leaves no denoising step below p·T")
         noise = randn_tensor(z_r.shape, generator=generator, device=device, dtype=dtype)
         if use_vsds and t_vsds:
-            eps_fn = lambda z, t: predicted_noise(  # noqa: E731
-                self.scheduler, self.predict_noise(z, t, text_embeds, guidance_scale), z, t)
+            eps_fn = lambda z, t: self.predict_noise(z, t, text_embeds, guidance_scale)  # noqa: E731
             alphas = vsds_alphas if vsds_alphas is not None else alpha_schedule(len(t_vsds))
             acp = self.scheduler.alphas_cumprod
             z_r = vsds(z_r, noise, t_vsds, eps_fn, acp, alphas)
@@ -475,6 +511,16 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         m_move = _latent_mask(np.linalg.norm(velocity, axis=-1) > 0, h, w, device, dtype) if moving else None
         n_guided = int(round(motion_guidance * len(t_denoise)))
 
+        pins = self._keyframe_pins(keyframes, painting, L, noise, keyframe_decay, keyframe_mode)
+        if pins is not None:
+            which, dist = pins.nearest()
+            from ..control.keyframes import correlation
+
+            r = torch.as_tensor(correlation(dist, keyframe_decay), device=device, dtype=dtype).view(1, 1, -1, 1, 1)
+            start = fused + r * (pins.z[:, :, which] - fused)
+        else:
+            start = fused
+
         def impose(z: torch.Tensor, t, i: int | None) -> torch.Tensor:
             def put(z, known, mask):
                 target = known if t is None else self.noise_to(known, noise, t)
@@ -483,9 +529,12 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
                 z = put(z, fused, m_move)
             if m_still is not None:
                 z = put(z, known_still, m_still)
-            return put(z, known_still, frame0)
+            z = put(z, known_still, frame0)
+            # a pinned frame is the whole keyframe latent (the VAE decoder's attention sees the whole latent,
+            # so only a complete latent decodes to the keyframe); still regions are held again in pixels
+            return z if pins is None else pins.pin(z, t)
 
-        latents = self.noise_to(fused, noise, t_denoise[0])
+        latents = self.noise_to(start, noise, t_denoise[0])
         step_kwargs = self._step_kwargs(generator, 0.0)
         with tqdm(total=len(t_denoise), desc="animating", disable=not progress, leave=False) as bar:
             for i, t in enumerate(t_denoise):
@@ -511,15 +560,18 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
 
 def load_painting_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                            sparse_causal: str | None = None, device: str | torch.device = "cpu",
-                           dtype: torch.dtype = torch.float32, i2v: str | Path | None = None
-                           ) -> PaintingToVideoPipeline:
+                           dtype: torch.dtype = torch.float32, i2v: str | Path | None = None,
+                           **load_options) -> PaintingToVideoPipeline:
     """:func:`~shanshui.pipelines.text_to_video.load_pipeline` (same files and defaults), for paintings, plus
     the image-to-video module from ``i2v`` (a ``train-control`` output folder) or, by default, the model's own
-    ``i2v/`` folder when it has one."""
+    ``i2v/`` folder when it has one. ``load_options``: ``ema``, ``vae``, ``loras``, ``lora_fuse`` of
+    :func:`~shanshui.pipelines.text_to_video.load_pipeline`."""
     from .text_to_video import load_pipeline
 
-    base = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype)
+    base = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype,
+                         **load_options)
     pipe = PaintingToVideoPipeline(**base.components)
+    pipe.load_notes = base.load_notes
     from .loading import BUNDLED_DIR
 
     folder = i2v_folder(model) if i2v is None else Path(i2v)

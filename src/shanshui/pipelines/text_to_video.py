@@ -148,12 +148,21 @@ class TextToVideoPipeline(DiffusionPipeline):
         overlap: int = 4,
         clip_frames: int | None = None,
         frame_sink=None,
+        keyframes=None,
+        keyframe_decay: float = 2.0,
+        keyframe_mode: str = "noised",
+        fusion: str = "crossfade",
     ) -> VideoOutput:
         """Generate a video for ``prompt``. See the module docstring for defaults.
 
         Videos longer than ``self.max_frames`` go through :func:`~shanshui.pipelines.long_video.generate_long`
-        (``gamma``, ``omega``, ``overlap``, ``clip_frames`` apply there only); with ``frame_sink`` its frames are
-        handed over as uint8 chunks instead of being returned (``frames`` is then ``None``).
+        (``gamma``, ``omega``, ``overlap``, ``clip_frames``, ``fusion`` apply there only); with ``frame_sink`` its
+        frames are handed over as uint8 chunks instead of being returned (``frames`` is then ``None``).
+
+        ``keyframes``: ``(index, image)`` pairs or ``"INDEX:IMAGE"`` strings pinning frames to images
+        (:mod:`shanshui.control.keyframes`); ``keyframe_decay``: how many frames the keyframe's influence on the
+        neighbours' starting noise takes to fall to 1/e; ``keyframe_mode``: ``"noised"`` (training-free) or
+        ``"clean"`` (for motion modules trained with ``loss.lambda_key``).
         """
         # 1. Check inputs
         native = self.unet.config.sample_size * self.vae_scale_factor
@@ -165,11 +174,15 @@ class TextToVideoPipeline(DiffusionPipeline):
         check(interpolate_times in (1, 2, 4, 8), f"interpolate_times={interpolate_times} must be 1, 2, 4 or 8")
         if generator is None and seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        if keyframes:
+            from ..control.keyframes import check_not_long
+
+            check_not_long(keyframes, num_frames, self.max_frames)
         if num_frames > self.max_frames:
             return self._call_long(prompt, negative_prompt, num_frames, height, width, num_inference_steps,
                                    guidance_scale, generator, eta, latents, output_type, decode_chunk_size,
                                    interpolate_times, interpolation_flow, progress, gamma, omega, overlap,
-                                   clip_frames, frame_sink)
+                                   clip_frames, frame_sink, fusion)
 
         # 2. Encode the prompt
         text_embeds = self.encode_prompt(prompt, negative_prompt, cfg=guidance_scale > 1.0)
@@ -182,13 +195,24 @@ class TextToVideoPipeline(DiffusionPipeline):
         shape = (1, self.unet.config.in_channels, num_frames,
                  height // self.vae_scale_factor, width // self.vae_scale_factor)
         latents = self.prepare_latents(shape, text_embeds.dtype, generator, latents)
+        pins = None
+        if keyframes:
+            from ..control.keyframes import make_pins
+
+            pins = make_pins(self, keyframes, num_frames, width, height, generator, latents.dtype, keyframe_decay,
+                             mode=keyframe_mode)
+            latents = pins.start(latents, timesteps[0])
         step_kwargs = self._step_kwargs(generator, eta)
 
-        # 5. Denoise
+        # 5. Denoise (keyframes: pinned frames re-imposed before every UNet call and after every step)
         with tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False) as bar:
-            for t in timesteps:
+            for i, t in enumerate(timesteps):
+                if pins is not None:
+                    latents = pins.pin(latents, t)
                 out = self.predict(latents, t, text_embeds, guidance_scale)
                 latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
+                if pins is not None:
+                    latents = pins.pin(latents, timesteps[i + 1] if i + 1 < len(timesteps) else None)
                 bar.update()
         if output_type == "latent":
             return VideoOutput(frames=latents, latents=latents)
@@ -208,7 +232,7 @@ class TextToVideoPipeline(DiffusionPipeline):
 
     def _call_long(self, prompt, negative_prompt, num_frames, height, width, steps, guidance, generator, eta,
                    latents, output_type, chunk, interpolate_times, flow, progress, gamma, omega, overlap,
-                   clip_frames, frame_sink) -> VideoOutput:
+                   clip_frames, frame_sink, fusion="crossfade") -> VideoOutput:
         from .long_video import generate_long
 
         check(latents is None, "latents cannot be given for long videos (frames > the motion module's window)")
@@ -217,7 +241,7 @@ class TextToVideoPipeline(DiffusionPipeline):
                                generator, gamma=gamma, omega=omega, overlap=overlap, clip_frames=clip_frames,
                                decode_chunk_size=chunk, interpolate_times=interpolate_times,
                                interpolation_flow=flow, output_type="latent" if output_type == "latent" else "np",
-                               frame_sink=frame_sink, progress=progress)
+                               frame_sink=frame_sink, progress=progress, fusion=fusion)
         if output_type == "latent":
             return VideoOutput(frames=result.latents, latents=result.latents)
         if result.frames is None:
@@ -266,8 +290,16 @@ def model_objective(model) -> dict:
 
 def load_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                   sparse_causal: str | None = None, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32) -> TextToVideoPipeline:
-    """Build the pipeline from local files. ``model=None`` -> the bundled model (and its motion module)."""
+                  dtype: torch.dtype = torch.float32, ema: bool = False, vae: str | Path | None = None,
+                  loras=(), lora_fuse: bool = True) -> TextToVideoPipeline:
+    """Build the pipeline from local files. ``model=None`` -> the bundled model (and its motion module).
+
+    ``ema``: a single-file checkpoint's EMA UNet weights. ``vae``: a VAE folder/file replacing (or supplying)
+    the model's VAE. ``loras``: ``(path, scale)`` pairs or ``"PATH[:SCALE]"`` strings, applied in order to
+    the UNet (spatial and motion layers) and text encoder — fused into the weights, or as removable hooks
+    with ``lora_fuse=False`` (see :mod:`shanshui.models.lora`). What was loaded is described in
+    ``pipe.load_notes`` (a list of one-line messages).
+    """
     from ..models.motion import build_video_unet, set_temporal_attention
     from ..models.motion_io import load_motion_module
     from ..schedulers import make_scheduler
@@ -278,7 +310,9 @@ def load_pipeline(model: str | Path | None = None, motion_module: str | Path | N
             raise ShanshuiError("no bundled model is installed in this package; pass --model PATH")
         model, motion_module = BUNDLED_DIR, motion_module or BUNDLED_MOTION
     check(motion_module is not None, "a motion module is required (--motion-module PATH)")
-    components = load_base_components(model, dtype)
+    lora_specs = [parse_lora(x) for x in loras]
+    notes: list[str] = []
+    components = load_base_components(model, dtype, ema=ema, vae=vae, notes=notes)
     state, config = load_motion_module(motion_module)
     video_unet = build_video_unet(components["unet"], config, state)
     if sparse_causal is not None:
@@ -287,4 +321,17 @@ def load_pipeline(model: str | Path | None = None, motion_module: str | Path | N
                                tokenizer=components["tokenizer"], unet=video_unet,
                                scheduler=make_scheduler(objective=model_objective(model)))
     pipe.to(device=device, dtype=dtype)
+    if lora_specs:
+        from ..models.lora import apply_loras
+
+        for report in apply_loras(pipe, lora_specs, fuse=lora_fuse):
+            notes.append(report.summary())
+    pipe.load_notes = notes
     return pipe
+
+
+def parse_lora(spec) -> tuple[Path, float]:
+    """``"PATH[:SCALE]"`` or ``(path, scale)`` -> ``(Path, float)``."""
+    from ..models.lora import parse_lora_spec
+
+    return parse_lora_spec(spec)

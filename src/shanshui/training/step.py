@@ -1,6 +1,12 @@
 """One NADM training step as a function of its inputs (SPEC §0, §1.2).
 
-``L = λ_diff·||ε − ε_θ(z_t, t, τ(y))||² + λ_con·L_con(g(ε_θ))``. Every random draw of the step (posterior
+``L = λ_diff·||ε − ε_θ(z_t, t, τ(y))||² + λ_con·L_con(g(ε_θ)) [+ λ_key·L_key]``.
+
+``L_key`` is CCDM's keyframe term (SPEC §3 eq. 13, λ2): ``loss.keyframes`` random frames of each clip are
+*pinned clean* (their ``z_t`` replaced by ``z_0``) in a second UNet pass, and the noise of the other frames
+must still be predicted: ``||ε − ε_θ(z_t with clean keyframes)||²`` over the free frames. It teaches the
+motion modules to take a clean frame as an anchor, which is what ``keyframe_mode="clean"`` gives them at
+inference (:mod:`shanshui.control.keyframes`). Every random draw of the step (posterior
 sample, text dropout, noise, timesteps) comes from the ``generator`` argument, in a fixed order, on the CPU,
 so a step is reproducible on any device and the raw-video and latent-cache paths draw identical numbers.
 """
@@ -101,4 +107,30 @@ def training_step(batch: dict, models, noise_scheduler, cfg: TrainConfig, genera
     else:
         loss_con = torch.zeros((), device=device)
     loss = lc.lambda_diff * loss_diff + lc.lambda_con * loss_con
-    return {"loss": loss, "loss_diff": loss_diff.detach(), "loss_con": loss_con.detach()}
+    out = {"loss_diff": loss_diff.detach(), "loss_con": loss_con.detach()}
+
+    # 6. Keyframe term (drawn after everything else, so runs without it keep their random stream)
+    if getattr(lc, "lambda_key", 0.0) > 0:
+        pinned = keyframe_mask(b, f, lc.keyframes, generator).to(device)                # (b, 1, f, 1, 1)
+        keyed = torch.where(pinned, z0, noisy)
+        eps_key, _ = net(keyed.to(unet_dtype), timesteps, text_frames, with_embeddings=False)
+        loss_key = masked_mse(eps_key, noise, ~pinned)
+        loss = loss + lc.lambda_key * loss_key
+        out["loss_key"] = loss_key.detach()
+    out["loss"] = loss
+    return out
+
+
+def keyframe_mask(batch: int, frames: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Bool ``(b, 1, f, 1, 1)``: ``k`` distinct random frames per clip, drawn from ``generator``."""
+    mask = torch.zeros(batch, 1, frames, 1, 1, dtype=torch.bool)
+    for i in range(batch):
+        mask[i, 0, torch.randperm(frames, generator=generator)[:k]] = True
+    return mask
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the frames where ``keep`` ``(b, 1, f, 1, 1)`` holds."""
+    err = (pred.float() - target.float()) ** 2 * keep
+    count = keep.expand_as(err).sum().clamp(min=1)
+    return err.sum() / count
