@@ -271,7 +271,7 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
     # 2. Clip 1's starting noise, then a separate seeded stream for the reschedule randomness
     shape = (1, pipe.unet.config.in_channels, length, height // pipe.vae_scale_factor,
              width // pipe.vae_scale_factor)
-    z = pipe.prepare_latents(shape, text_embeds.dtype, generator)                  # (1, c, L, h, w)
+    z = pipe.prepare_latents(shape, torch.float32, generator)                  # (1, c, L, h, w)
     noise_gen = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     pool = noise_pool(k - 1, shape[1:], noise_gen).to(z.device, z.dtype)          # (K-1, c, L, h, w)
 
@@ -289,7 +289,7 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
     # 4. Per-clip phase: every clip starts from clip 1's state, then K clips step together
     clips = z.expand(k, *z.shape[1:]).clone()                                      # (K, c, L, h, w)
     if plan.shared == 0 and k > 1:  # γ = 0: nothing is shared, each clip starts from its own noise
-        clips[1:] = pipe.prepare_latents((k - 1, *shape[1:]), text_embeds.dtype, generator)
+        clips[1:] = pipe.prepare_latents((k - 1, *shape[1:]), torch.float32, generator)
     if k > 1:
         bar.set_description(f"clips 1-{k}")
     for step, t in enumerate(timesteps[plan.shared :], start=plan.shared):

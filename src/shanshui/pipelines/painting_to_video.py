@@ -113,7 +113,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
             z = torch.cat([self.vae.encode(x[i : i + chunk]).latent_dist.mean for i in range(0, len(x), chunk)])
         finally:
             self.vae.train(was_training)
-        z = z * self.vae.config.scaling_factor                                        # (n, c, h, w)
+        z = z.float() * self.vae.config.scaling_factor                                # (n, c, h, w), float32
         return z.permute(1, 0, 2, 3).unsqueeze(0)                                     # (1, c, n, h, w)
 
     def noise_to(self, z0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
@@ -219,7 +219,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         device, L = self._execution_device, num_frames
         W, H = painting.size
         text_embeds = self.encode_prompt(prompt, negative_prompt, cfg=guidance_scale > 1.0)
-        dtype = text_embeds.dtype
+        dtype = torch.float32  # latents and scheduler arithmetic stay float32 (the UNet casts its input)
 
         # 2. Motion field (px/frame on the working canvas) and still mask
         velocity, still = self.motion_field(painting, arrows, still_mask, strength, L, sigma, threshold)
@@ -314,9 +314,9 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
 
 def load_painting_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                            sparse_causal: str | None = None, device: str | torch.device = "cpu",
-                           dtype: torch.dtype = torch.float32) -> PaintingToVideoPipeline:
+                           dtype: str | torch.dtype | None = "auto", low_vram=False) -> PaintingToVideoPipeline:
     """:func:`~shanshui.pipelines.text_to_video.load_pipeline` (same files and defaults), for paintings."""
     from .text_to_video import load_pipeline
 
-    base = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype)
-    return PaintingToVideoPipeline(**base.components)
+    return load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype,
+                         low_vram=low_vram, pipeline_class=PaintingToVideoPipeline)
