@@ -126,6 +126,8 @@ def _finite(x) -> bool:
 
 # ------------------------------------------------------------------------------------------ sections
 def section_memory_default(ctx) -> dict:
+    from shanshui.runtime import DEFAULT_DECODE_CHUNK
+
     pipe, probe, s = ctx["pipe"], ctx["probe"], ctx["s"]
     kw = dict(num_frames=s["frames"], height=s["size"], width=s["size"], num_inference_steps=s["mem_steps"],
               guidance_scale=8.0, seed=0, progress=False)
@@ -137,11 +139,17 @@ def section_memory_default(ctx) -> dict:
     probe.reset()
     video = pipe.decode_latents(out.latents)
     decode = probe.peaks()
+    by_chunk = {}
+    for chunk in (1, 4, 16):  # decoding is per frame: the chunk trades memory, not the result
+        probe.reset()
+        pipe.decode_latents(out.latents, chunk)
+        by_chunk[chunk] = probe.peaks()["peak_allocated_gib"]
     probe.reset()
     full = pipe(PROMPT, **kw)
     total = probe.peaks()
-    return {"weights_gib": weights, "vae_fp32_redecodes": getattr(pipe, "vae_upcasts", 0), "denoise": denoise, "decode": decode, "call": total,
-            "decode_chunk_size": 16, "frames_finite": _finite(full.frames) and bool(torch.isfinite(video).all()),
+    return {"weights_gib": weights, "vae_fp32_redecodes": getattr(pipe, "vae_upcasts", 0), "denoise": denoise,
+            "decode": decode, "decode_peak_allocated_gib_by_chunk": by_chunk, "call": total,
+            "decode_chunk_size": DEFAULT_DECODE_CHUNK, "frames_finite": _finite(full.frames) and bool(torch.isfinite(video).all()),
             "target_gib": TARGETS["default_peak_gib"],
             "meets_target": None if total["peak_reserved_gib"] is None
             else total["peak_reserved_gib"] <= TARGETS["default_peak_gib"]}
@@ -223,18 +231,22 @@ def section_memory_low_vram(ctx) -> dict:
 
 
 def section_train(ctx) -> dict:
+    from shanshui.training.components import cast_frozen_parameters
     from shanshui.training.config import config_from_dict
     from shanshui.training.loop import step_generator
     from shanshui.training.step import training_step
     from train_step import make_models
 
     probe, s, device = ctx["probe"], ctx["s"], ctx["device"]
-    amp = torch.bfloat16 if probe.cuda else None
+    ctx.pop("pipe", None)  # the inference models are not needed any more
+    probe.reset()
+    amp = torch.bfloat16 if probe.cuda else (torch.bfloat16 if ctx["dtype"] == torch.bfloat16 else None)
     base = build_components(ctx["tiny"])
     frozen = amp or torch.float32
     base["vae"].to(device, frozen).requires_grad_(False).eval()
     base["text_encoder"].to(device, frozen).requires_grad_(False).eval()
     models = make_models(base, "temporal", device, frozen)
+    cast_frozen_parameters(models.unet, frozen)  # as the training loop stores them
     params = models.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=1e-5)
     size, frames = s["train_size"], s["train_frames"]
@@ -270,6 +282,7 @@ def section_train(ctx) -> dict:
         try:
             t = step(b, 100 + b)
         except torch.OutOfMemoryError:
+            opt.zero_grad(set_to_none=True)
             batches[b] = {"oom": True}
             break
         pk = probe.peaks()
@@ -330,7 +343,10 @@ def markdown(result: dict) -> str:
                   f"{_g(md['call']['peak_allocated_gib'])} | <= {md['target_gib']} GiB{ok(md['meets_target'])} |",
                   f"| — denoising phase / decode phase (allocated GiB) | {_g(md['denoise']['peak_allocated_gib'])} / "
                   f"{_g(md['decode']['peak_allocated_gib'])} | |",
-                  f"| — weights resident (GiB) | {_g(md['weights_gib'])} | |"]
+                  f"| — weights resident (GiB) | {_g(md['weights_gib'])} | |",
+                  f"| — decode peak with 1 / 4 / 16 frames per VAE call (allocated GiB; default "
+                  f"{md['decode_chunk_size']}) | " + " / ".join(_g(v) for v in md["decode_peak_allocated_gib_by_chunk"].values())
+                  + " | |"]
     ms = sec("memory_split")
     if "peak_reserved_gib" in ms:
         lines.append(f"| peak VRAM, slicing + CFG halves + split inference (reserved GiB) | "
@@ -395,7 +411,7 @@ def main(argv=None) -> int:
     motion_m = params_m(pipe.unet) - unet2d_m
     place(pipe, device, dtype)
     build_s = time.perf_counter() - t0
-    ctx = {"pipe": pipe, "probe": Probe(device), "s": s, "device": device, "tiny": args.tiny}
+    ctx = {"pipe": pipe, "probe": Probe(device), "s": s, "device": device, "tiny": args.tiny, "dtype": dtype}
     result = {"meta": {"tiny": args.tiny, "device": str(device),
                        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
                        else (platform.processor() or platform.machine()),
@@ -405,6 +421,7 @@ def main(argv=None) -> int:
                        "settings": s, "cpu_threads": torch.get_num_threads()},
               "sections": {}}
     wanted = set(args.sections.split(","))
+    del pipe, base  # ctx holds the pipeline; the training section drops it to free its memory
 
     def save():
         (out / "gpu_check.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -44,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import check
+from ..runtime import DEFAULT_DECODE_CHUNK
 
 DEFAULT_GAMMA = 0.8
 DEFAULT_OMEGA = 0.2
@@ -235,8 +236,8 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
                   height: int | None = None, width: int | None = None, num_inference_steps: int = 25,
                   guidance_scale: float = 8.0, generator: torch.Generator | None = None,
                   gamma: float = DEFAULT_GAMMA, omega: float = DEFAULT_OMEGA, overlap: int = DEFAULT_OVERLAP,
-                  clip_frames: int | None = None, decode_chunk_size: int = 16, interpolate_times: int = 1,
-                  interpolation_flow: str = "dis", output_type: str = "np",
+                  clip_frames: int | None = None, decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
+                  interpolate_times: int = 1, interpolation_flow: str = "dis", output_type: str = "np",
                   frame_sink: Callable[[np.ndarray], None] | None = None, progress: bool = True) -> LongVideoResult:
     """Generate a video of any length with ``pipe`` (a :class:`TextToVideoPipeline`).
 

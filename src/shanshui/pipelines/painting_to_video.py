@@ -53,6 +53,7 @@ from ..control.cinemagraph import animate
 from ..errors import check
 from ..image_intake import POLICIES, Painting, fit_to, prepare_painting, read_image
 from ..latent_ops import P_VSDS, alpha_schedule, slerp_frames, vsds, vsds_timesteps
+from ..runtime import DEFAULT_DECODE_CHUNK
 from .text_to_video import DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS, TextToVideoPipeline
 
 DEFAULT_PROXY_STRENGTH = 0.5
@@ -201,7 +202,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         output_type: str = "np",
-        decode_chunk_size: int = 16,
+        decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
         progress: bool = True,
     ) -> PaintingVideoOutput:
         """Animate ``painting`` (path, PIL image, array or :class:`Painting`) as described by ``prompt``."""

@@ -22,7 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ..errors import ShanshuiError, check
-from ..runtime import MemoryOptions
+from ..runtime import DEFAULT_DECODE_CHUNK, MemoryOptions
 
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 8.0
@@ -137,7 +137,7 @@ class TextToVideoPipeline(DiffusionPipeline):
             eps = eps_u + guidance_scale * (eps_c - eps_u)
         return eps.to(latents.dtype)
 
-    def decode_latents(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    def decode_latents(self, latents: torch.Tensor, chunk: int = DEFAULT_DECODE_CHUNK) -> torch.Tensor:
         """``(b, c, f, h, w)`` latents -> ``(b, f, 3, H, W)`` float32 images in [0, 1], ``chunk`` frames at a time.
 
         The VAE decodes in eval mode (its previous mode is restored): the same weights left in training mode
@@ -184,7 +184,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         eta: float = 0.0,
         latents: torch.Tensor | None = None,
         output_type: str = "np",
-        decode_chunk_size: int = 16,
+        decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
         interpolate_times: int = 1,
         interpolation_flow: str = "dis",
         progress: bool = True,
