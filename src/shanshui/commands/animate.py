@@ -8,6 +8,7 @@ import click
 
 from ..errors import check
 from .generate import check_cheap, output_paths, parse_size, write_outputs
+from .options import runtime_options
 
 EXAMPLES = """\b
 Examples:
@@ -60,12 +61,12 @@ def gather_arrows(values: tuple[str, ...]) -> list:
               help="SD 1.5 diffusers folder or single .safetensors/.ckpt. Default: the bundled model.")
 @click.option("--motion-module", type=click.Path(path_type=Path), default=None, help="Motion module file.")
 @click.option("--fps", type=float, default=8.0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
+@runtime_options
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
 def animate(painting, prompt, arrow, mask, strength, proxy, proxy_strength, no_proxy, no_vsds, linear,
             motion_guidance, policy, size, frames, steps, guidance, negative, seed, model, motion_module, fps,
-            device, out):
+            runtime, out):
     """Animate PAINTING as described by PROMPT (training-free)."""
     from ..image_intake import plan_geometry, prepare_painting
 
@@ -96,7 +97,7 @@ def animate(painting, prompt, arrow, mask, strength, proxy, proxy_strength, no_p
 
     from ..pipelines.painting_to_video import load_painting_pipeline
 
-    pipe = load_painting_pipeline(model, motion_module, device=device)
+    pipe = load_painting_pipeline(model, motion_module, **runtime.load_kwargs)
     if long_side is None and exact is None:
         work = prepare_painting(painting, policy, pipe.native_size, None)
     result = pipe(work, prompt, negative_prompt=negative, num_frames=frames, num_inference_steps=steps,

@@ -8,6 +8,7 @@ import click
 
 from ..errors import ShanshuiError, check
 from ..video_io import VIDEO_SUFFIXES
+from .options import runtime_options
 
 EXAMPLES = """\b
 Examples:
@@ -15,6 +16,7 @@ Examples:
   shanshui generate "Pines by a waterfall, light fog" --frames 16 --size 256 --seed 3 -o falls.gif
   shanshui generate "Boat on the lake" --model ~/models/sd15 --motion-module nadm.safetensors \\
       --size 512x320 --steps 25 --guidance 8 --sparse-causal temporal -o boat.webp
+  shanshui generate "Misty peaks" --model ~/sd15 --motion-module mm.ckpt --size 512 --device cuda --low-vram -o peaks.mp4
   shanshui generate "Slow scroll along misty peaks" --frames 128 --gamma 0.8 -o scroll.mp4
 """
 
@@ -81,11 +83,11 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
 @click.option("--overlap", type=int, default=4, show_default=True,
               help="Long videos: frames neighbouring clips share (cross-faded while denoising).")
 @click.option("--fps", type=float, default=8.0, show_default=True, help="Frame rate of the written video.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
+@runtime_options
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
 def generate(prompt, negative, model, motion_module, frames, size, steps, guidance, seed, sparse_causal,
-             interpolate, interp_times, gamma, omega, overlap, fps, device, out):
+             interpolate, interp_times, gamma, omega, overlap, fps, runtime, out):
     """Generate a landscape-painting video from PROMPT.
 
     More frames than the motion module's window (e.g. --frames 128) switch to the long-video path: phased
@@ -97,7 +99,7 @@ def generate(prompt, negative, model, motion_module, frames, size, steps, guidan
     check_cheap(frames, steps, guidance, gamma, omega, overlap)
     from ..pipelines.text_to_video import load_pipeline
 
-    pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device)
+    pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, **runtime.load_kwargs)
     times = int(interp_times) if interpolate else 1
     if frames > pipe.max_frames:
         from ..video_io import open_video_writer

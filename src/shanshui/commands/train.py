@@ -18,10 +18,13 @@ import click
 @click.option("--output-dir", default=None, help="Override output_dir of the config.")
 @click.option("--dry-run", is_flag=True, help="Validate the config and the data, print the resolved config, stop.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUTPUT/logs).")
+@click.option("--dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), default="auto", show_default=True,
+              help="Mixed precision (overrides the config's mixed_precision; auto = as in the config). Trainable "
+                   "weights, optimiser state and losses stay fp32; frozen weights are stored in this dtype.")
 @click.argument("overrides", nargs=-1)
 @click.pass_context
 def train(ctx, config_path: str, resume: str | None, output_dir: str | None, dry_run: bool, no_progress: bool,
-          overrides: tuple[str, ...]) -> None:
+          dtype: str, overrides: tuple[str, ...]) -> None:
     """Train a NADM motion module (+ noise adapter) on frozen Stable Diffusion components.
 
     OVERRIDES are dotted config keys, e.g. loss.lambda_con=0 model.sparse_causal=off optim.lr=1e-4.
@@ -43,6 +46,8 @@ def train(ctx, config_path: str, resume: str | None, output_dir: str | None, dry
         extra.append(f"output_dir={output_dir}")
     if resume is not None:
         extra.append(f"checkpoint.resume={resume}")
+    if dtype != "auto":
+        extra.append(f"mixed_precision={ {'fp32': 'no'}.get(dtype, dtype)}")
     cfg = load_config(config_path, extra)
     if dry_run:
         from ..training.loop import build_dataset
