@@ -276,3 +276,18 @@ def test_training_step_in_bf16_matches_fp32(tmp_path):
     assert d16 == pytest.approx(d32, rel=0.02) and c16 == pytest.approx(c32, rel=0.02)
     cos = torch.nn.functional.cosine_similarity(g32, g16, dim=0)
     assert cos > 0.95
+
+
+def test_vae_tiling_is_wired_and_only_changes_frames_above_the_tile_size(parts):
+    pipe = make_pipe(parts, memory=MemoryOptions(vae_tiling=True))
+    plain = make_pipe(parts)
+    assert pipe.vae.use_tiling and not plain.vae.use_tiling
+    tile = pipe.vae.tile_sample_min_size                                         # the VAE's sample size
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        small = torch.randn(1, 4, 2, tile // 8, tile // 8, generator=g)
+        big = torch.randn(1, 4, 2, tile // 4, tile // 4, generator=g)            # 2x the tile: tiled
+        assert torch.equal(pipe.decode_latents(small), plain.decode_latents(small))
+        assert not torch.allclose(pipe.decode_latents(big), plain.decode_latents(big), atol=1e-4)
+    pipe.set_memory_options(None)
+    assert not pipe.vae.use_tiling

@@ -359,10 +359,18 @@ def test_training_runs_end_to_end_in_bf16_mixed_precision(clips, tmp_path):
     assert {t.dtype for t in weights.values()} == {torch.float32}  # trainable weights are kept in fp32
 
 
-def test_fp16_mixed_precision_is_refused_on_a_cpu(clips, tmp_path):
+def test_fp16_mixed_precision_is_refused_on_a_cpu(clips, tmp_path, capsys):
+    from shanshui.cli import main
     from shanshui.training.loop import train
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ShanshuiError, match="mixed_precision='fp16' needs a GPU"):
         train(tiny_config(clips, tmp_path / "fp16", mixed_precision="fp16"), progress=False)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"output_dir": str(tmp_path / "run"), "model": {"preset": "tiny"},
+                                "data": {"root": str(clips)}}))
+    assert main(["train", "--config", str(path), "--dtype", "fp16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: mixed_precision='fp16' needs a GPU") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
