@@ -3,7 +3,8 @@
 For text -> video (the demo prompt, 16 frames, 25 DDIM steps, CFG 8, no interpolation) and painting -> video
 (a procedural painting, one arrow, 16 frames), runs fp32, bf16 and fp32 with every exact memory option
 (``MemoryOptions.low_vram()``; CPU offload is a no-op on a CPU) and reports PSNR of each against fp32
-(data range 1, all frames) and the wall time of each call. Calls alternate per repeat.
+(data range 1, all frames) and the wall and process-CPU time of each call (at 1 thread the CPU time is the
+compute time, whatever else loads the machine). Calls alternate per repeat.
 
     python benchmarks/precision.py                  # writes benchmarks/results/precision.json
     python benchmarks/precision.py --threads 2 --repeats 2
@@ -58,21 +59,23 @@ def main(argv=None) -> int:
                         "repeats": args.repeats, "torch": torch.__version__}, "tasks": {}}
     for task, build in tasks.items():
         built = {v: build(kw) for v, kw in pipes.items()}
-        frames, times = {}, {v: [] for v in VARIANTS}
+        frames, times, cpu = {}, {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
         for r in range(args.repeats):
             for v in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 frames[v] = np.asarray(calls[task](built[v]))
                 times[v].append(time.perf_counter() - t0)
+                cpu[v].append(time.process_time() - c0)
         ref = frames["fp32"]
         rows = {}
         for v in VARIANTS:
             rows[v] = {"s_median": statistics.median(times[v]), "s_all": times[v],
+                       "cpu_s_median": statistics.median(cpu[v]),
                        "psnr_vs_fp32_db": None if v == "fp32" else psnr(frames[v], ref, data_range=1.0),
                        "max_abs_diff_vs_fp32": float(np.abs(frames[v] - ref).max())}
         result["tasks"][task] = rows
         for v, row in rows.items():
-            print(f"{task:<18} {v:<14} {row['s_median']:7.1f} s   PSNR vs fp32 "
+            print(f"{task:<18} {v:<14} {row['s_median']:7.1f} s wall {row['cpu_s_median']:7.1f} s CPU   PSNR vs fp32 "
                   f"{'—' if row['psnr_vs_fp32_db'] is None else format(row['psnr_vs_fp32_db'], '.1f')} dB   "
                   f"max |Δ| {row['max_abs_diff_vs_fp32']:.2e}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -291,3 +291,17 @@ def test_vae_tiling_is_wired_and_only_changes_frames_above_the_tile_size(parts):
         assert not torch.allclose(pipe.decode_latents(big), plain.decode_latents(big), atol=1e-4)
     pipe.set_memory_options(None)
     assert not pipe.vae.use_tiling
+
+
+def test_noise_adapter_computes_in_float32_under_autocast():
+    from shanshui.models.noise_adapter import NoiseAdapter
+
+    torch.manual_seed(0)
+    adapter = NoiseAdapter(in_channels=4, grid=4, hidden_dim=32, proj_dim=8)
+    eps = torch.randn(1, 4, 5, 16, 16)
+    ref = adapter(eps)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = adapter(eps.bfloat16())
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, adapter(eps.bfloat16().float()), atol=1e-6)   # only the input was rounded
+    assert (out - ref).abs().max() < 0.05
