@@ -175,6 +175,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dtypes", default="fp32,bf16")
     ap.add_argument("--tiny", action="store_true", help="tiny models (tests the script)")
     ap.add_argument("--flops-only", action="store_true")
+    ap.add_argument("--peer-first", action="store_true",
+                    help="start with the peer in the first dtype (a second run with this flag completes an "
+                         "ABBA order with the first)")
     ap.add_argument("--out", default=str(HERE / "results" / "real_size.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -195,6 +198,7 @@ def main(argv=None) -> int:
     flops = {c: step_flops(meta, size, frames, c) for c in CONTENDERS}
     del meta
     result = {"setup": {"size": size, "frames": frames, "cfg": True, "steps": args.steps, "warmup": args.warmup,
+                        "peer_first": args.peer_first,
                         "threads": args.threads, "tiny": args.tiny, "torch": torch.__version__,
                         "cpu": _cpu_name(), "output": "latents (no VAE decode)"},
               "flop_table": table, "flops_per_step": flops, "runs": {}}
@@ -214,7 +218,7 @@ def main(argv=None) -> int:
         dtype = resolve_dtype(name, "cpu")
         rates[name] = matmul_gflops(dtype)
         place(pipe, "cpu", dtype)
-        order = CONTENDERS if k % 2 == 0 else CONTENDERS[::-1]
+        order = CONTENDERS if (k + args.peer_first) % 2 == 0 else CONTENDERS[::-1]
         for contender in order:
             print(f"[real_size] {name} {contender} ...", flush=True)
             (times, cpu_times), mem, lat = run_call(pipe, peer, contender, size, frames, args.steps)
