@@ -257,6 +257,9 @@ def train_control(cfg: ControlTrainConfig, step_fn=None, progress: bool = True) 
     factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
     check(d.size % factor == 0, f"data.size={d.size} must be a multiple of the VAE's factor {factor}")
     params = models.trainable_parameters(cfg.model.train_motion_modules)
+    refiner_ids = {id(p) for p in models.net.control.refiner.parameters()}
+    # T and the diffusion parts are clipped separately: T's small gradients are not scaled by the UNet's
+    clip_groups = [[p for p in params if id(p) not in refiner_ids], [p for p in params if id(p) in refiner_ids]]
 
     o = cfg.optim
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, eps=o.eps)
@@ -333,7 +336,8 @@ def train_control(cfg: ControlTrainConfig, step_fn=None, progress: bool = True) 
                             f"lower optim.lr (or check the data)")
                     accelerator.backward(terms["loss"])
                     if accelerator.sync_gradients and o.max_grad_norm > 0:
-                        grad_norm = accelerator.clip_grad_norm_(params, o.max_grad_norm)
+                        grad_norm = accelerator.clip_grad_norm_(clip_groups[0], o.max_grad_norm)
+                        accelerator.clip_grad_norm_(clip_groups[1], o.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 sums += values
