@@ -201,11 +201,15 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     pipe, label = build_pipeline(args.components, args.model, args.motion_module, args.i2v)
     variants = dict(VARIANTS)
+    if args.variants:
+        variants = {k: v for k, v in variants.items() if k in args.variants}
     if pipe.i2v is not None:
         variants.update(I2V_VARIANTS)
     long_side = args.long_side or pipe.native_size
     results, rows = {}, []
     for name, (image, fr_arrows, still_from) in paintings().items():
+        if args.paintings and name not in args.paintings:
+            continue
         h, w = image.shape[:2]
         arrows = [Arrow(a[0] * w, a[1] * h, a[2] * w, a[3] * h, a[4]) for a in fr_arrows]
         still = None
@@ -280,6 +284,9 @@ def main() -> None:
                                                    "image model); with no --motion-module a fresh one is used")
     ap.add_argument("--motion-module", default=None)
     ap.add_argument("--i2v", default=None, help="train-control output folder to add the I2V variants")
+    ap.add_argument("--paintings", nargs="*", default=None, help="only these paintings (default: all)")
+    ap.add_argument("--variants", nargs="*", default=None,
+                    help="only these training-free variants (default: all; the I2V ones always run)")
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--long-side", type=int, default=None, help="default: the model's native size")

@@ -354,8 +354,8 @@ def train_control(cfg: ControlTrainConfig, step_fn=None, progress: bool = True) 
                 mean = accelerator.reduce(sums / micro, "mean")
                 last_loss = float(mean[0])
                 if budget > 0:
-                    elapsed = torch.tensor([time.time() - started], device=accelerator.device)
-                    out_of_time = bool(accelerator.reduce(elapsed, "max").item() >= budget)
+                    over = torch.tensor([float(time.time() - started >= budget)], device=accelerator.device)
+                    out_of_time = bool(accelerator.reduce(over, "sum").item() > 0)   # any process out of time
                 if main and (global_step % cfg.log_every == 0 or global_step in (1, max_steps) or out_of_time):
                     metrics.log({"step": global_step, "loss": float(mean[0]), "loss_diff": float(mean[1]),
                                  "loss_refine": float(mean[2]), "lr": lr_scheduler.get_last_lr()[0],
