@@ -235,8 +235,7 @@ def run(args) -> dict:
         for vname, opts in variants.items():
             opts = dict(opts)
             control = opts.pop("control", True)
-            if "mode" in opts:
-                opts["control"] = opts.pop("mode")
+            opts["control"] = opts.pop("mode", "training-free")
             start = time.perf_counter()
             out = pipe(work, PROMPT, num_frames=args.frames, num_inference_steps=args.steps, seed=args.seed,
                        arrows=arrows if control else None, still_mask=still if control else None,

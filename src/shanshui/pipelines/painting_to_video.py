@@ -307,7 +307,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         output_type: str = "np",
         decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
         progress: bool = True,
-        control: str = "training-free",
+        control: str | None = None,
         flow=None,
         speed: float | None = None,
         refine: bool = True,
@@ -317,7 +317,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
     ) -> PaintingVideoOutput:
         """Animate ``painting`` (path, PIL image, array or :class:`Painting`) as described by ``prompt``.
 
-        ``control``: ``"training-free"`` (the T2V model, the field imposed through cinemagraph latents),
+        ``control``: ``None`` = ``"trained"`` when the pipeline has an I2V model, else ``"training-free"``;
+        ``"training-free"`` (the T2V model, the field imposed through cinemagraph latents),
         ``"trained"`` (the image-to-video model conditioned on the painting, the field — refined by T when it
         comes from arrows and ``refine`` — and its strength), ``"none"`` (the I2V model without a field).
         ``flow``: a dense field instead of arrows (px/frame in the painting's pixels). ``speed``: px/frame;
@@ -337,6 +338,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
                                    motion_guidance, fusion, policy, guidance_scale,
                                    long_ok=control in ("trained", "none") and self.i2v is not None)
         check(decode_chunk_size >= 1, f"decode_chunk_size={decode_chunk_size} must be >= 1")
+        if control is None:
+            control = "trained" if self.i2v is not None else "training-free"
         check(control in CONTROLS, f"control='{control}' must be one of {', '.join(CONTROLS)}")
         check(control == "training-free" or self.i2v is not None,
               f"control='{control}' needs a model with an image-to-video module (i2v/); this one has none")
