@@ -334,12 +334,12 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         check(isinstance(prompt, str) and prompt.strip() != "", "prompt must be a non-empty string")
         check(output_type in ("np", "pt", "pil", "latent"),
               f"output_type='{output_type}' must be np|pt|pil|latent")
+        if control is None:
+            control = "trained" if self.i2v is not None else "training-free"
         self.check_painting_inputs(num_frames, num_inference_steps, p_vsds, proxy_strength, strength,
                                    motion_guidance, fusion, policy, guidance_scale,
                                    long_ok=control in ("trained", "none") and self.i2v is not None)
         check(decode_chunk_size >= 1, f"decode_chunk_size={decode_chunk_size} must be >= 1")
-        if control is None:
-            control = "trained" if self.i2v is not None else "training-free"
         check(control in CONTROLS, f"control='{control}' must be one of {', '.join(CONTROLS)}")
         check(control == "training-free" or self.i2v is not None,
               f"control='{control}' needs a model with an image-to-video module (i2v/); this one has none")
