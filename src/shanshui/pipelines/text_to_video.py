@@ -247,8 +247,12 @@ class TextToVideoPipeline(DiffusionPipeline):
 
 def load_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                   sparse_causal: str | None = None, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32) -> TextToVideoPipeline:
-    """Build the pipeline from local files. ``model=None`` -> the bundled model (and its motion module)."""
+                  dtype: torch.dtype = torch.float32, norm: str | None = None) -> TextToVideoPipeline:
+    """Build the pipeline from local files. ``model=None`` -> the bundled model (and its motion module).
+
+    ``norm`` overrides the motion GroupNorm mode chosen by :func:`~shanshui.models.motion_io.load_motion_module`
+    (``"joint"`` reproduces diffusers' ``AnimateDiffPipeline`` on a ``MotionAdapter`` folder).
+    """
     from ..models.motion import build_video_unet, set_temporal_attention
     from ..models.motion_io import load_motion_module
     from ..schedulers import make_scheduler
@@ -260,7 +264,7 @@ def load_pipeline(model: str | Path | None = None, motion_module: str | Path | N
         model, motion_module = BUNDLED_DIR, motion_module or BUNDLED_MOTION
     check(motion_module is not None, "a motion module is required (--motion-module PATH)")
     components = load_base_components(model, dtype)
-    state, config = load_motion_module(motion_module)
+    state, config = load_motion_module(motion_module, norm=norm)
     video_unet = build_video_unet(components["unet"], config, state)
     if sparse_causal is not None:
         set_temporal_attention(video_unet, sparse_causal, config.versatile)
