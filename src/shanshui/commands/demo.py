@@ -47,6 +47,9 @@ def demo(prompt, out_dir, seed, steps, frames, guidance):
     from ..pipelines.text_to_video import load_pipeline
     from .generate import write_outputs
 
+    from ..video_io import check_output_location
+
+    check_output_location(out_dir, folder=True)
     start = time.perf_counter()
     if bundled_model_available():
         pipe, size = load_pipeline(), None
