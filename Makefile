@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROMPT ?= Mountains, dense fog, red sun, boat on the lake, flying birds.
 OUT    ?= out
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 -q tests
+
+# Mutation testing of the core modules (docs/testing.md; slow, not part of `make test`). The modules and the
+# focused tests are listed under [tool.mutmut] in pyproject.toml. MUTMUT_CHILDREN=1 keeps it to one core.
+MUTMUT_CHILDREN ?= 1
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,mutation]"
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN)
+	$(PY) benchmarks/mutation_report.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/t2v_speed.py
