@@ -1,5 +1,6 @@
 """Value tests for bugs an earlier suite let through (issue 18): each compares against a hand computation or an
-independent run and fails when the named mistake is put back into the code."""
+independent run and fails when the named mistake is put back into the code. The last part holds edge cases
+that the mutation run (docs/testing.md) showed untested."""
 
 import math
 
@@ -201,3 +202,105 @@ def test_16_bit_array_is_scaled_to_8_bit_at_every_level():
     np.testing.assert_array_equal(rgb[..., 0], expected_8bit(SIXTEEN))
     rgb3, _ = array_to_rgb(np.stack([SIXTEEN, SIXTEEN[::-1], SIXTEEN[:, ::-1]], -1))
     np.testing.assert_array_equal(rgb3[..., 1], expected_8bit(SIXTEEN[::-1]))
+
+
+# ================================================================ edges found by the mutation run
+# ----------------------------------------------------------------------------------------------- losses
+def test_contrastive_defaults_are_the_papers():
+    """NADM: m = 4, τ = 0.07, the next frame as the positive (README defaults table)."""
+    from test_losses import loop_reference
+
+    from shanshui.losses import contrastive_loss_from_embeddings, noise_contrastive_loss
+
+    torch.manual_seed(0)
+    eps = torch.randn(2, 3, 12, 4, 4, dtype=torch.float64)
+    embed = lambda e: e.mean(dim=(3, 4)).transpose(1, 2)                 # (b, c, f, h, w) -> (b, f, c)
+    want = loop_reference(embed(eps), 4, 0.07, "next")
+    assert noise_contrastive_loss(eps, embed).item() == pytest.approx(want, rel=1e-5)
+    assert contrastive_loss_from_embeddings(embed(eps)).item() == pytest.approx(want, rel=1e-5)
+    for m in (1, 3):
+        assert noise_contrastive_loss(eps, embed, m=m, positives="window").item() == pytest.approx(
+            loop_reference(embed(eps), m, 0.07, "window"), rel=1e-5)
+
+
+# -------------------------------------------------------------------------------- attention processors
+def _attn(dim=8, heads=2):
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=dim, heads=heads, dim_head=dim // heads)
+    for p in attn.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return attn
+
+
+def test_spatial_processor_refuses_cross_attention_and_masks():
+    from shanshui.models.attention import FrameLayout, SparseCausalAttnProcessor, SpatialSparseCausalAttnProcessor
+
+    layout = FrameLayout()
+    layout.batch_size = 1
+    x = torch.randn(4, 3, 8)
+    for proc in (SparseCausalAttnProcessor(), SpatialSparseCausalAttnProcessor(layout)):
+        with pytest.raises(ValueError, match="encoder_hidden_states/attention_mask must be None"):
+            proc(_attn(), x, encoder_hidden_states=torch.randn(4, 2, 8))
+        with pytest.raises(ValueError, match="encoder_hidden_states/attention_mask must be None"):
+            proc(_attn(), x, attention_mask=torch.ones(4, 3, 3))
+        with pytest.raises(ValueError, match=r"expects \(b\*h\*w, frames, dim\) input"):
+            proc(_attn(), torch.randn(4, 3, 2, 8))
+
+
+def test_spatial_processor_needs_a_batch_size_that_divides_the_tokens():
+    from shanshui.models.attention import FrameLayout, SpatialSparseCausalAttnProcessor
+
+    layout = FrameLayout()
+    proc = SpatialSparseCausalAttnProcessor(layout)
+    x = torch.randn(4, 3, 8)                                            # 4 tokens (b·h·w), 3 frames
+    with pytest.raises(RuntimeError, match="needs the UNet batch size; use set_temporal_attention"):
+        proc(_attn(), x)                                                # no batch size recorded
+    layout.batch_size = 3                                               # 4 tokens do not split into 3 videos
+    with pytest.raises(RuntimeError, match="needs the UNet batch size; use set_temporal_attention"):
+        proc(_attn(), x)
+    layout.batch_size = 2
+    assert proc(_attn(), x).shape == x.shape
+
+
+def test_frame_layout_hook_reads_keyword_and_positional_calls(tiny_video_unet):
+    from shanshui.models.motion import set_temporal_attention
+
+    set_temporal_attention(tiny_video_unet, "spatial")
+    z = torch.randn(2, 4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    text = torch.randn(6, 77, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a = tiny_video_unet(z, 10, encoder_hidden_states=text).sample
+        b = tiny_video_unet(sample=z, timestep=10, encoder_hidden_states=text).sample
+    torch.testing.assert_close(a, b)
+    assert tiny_video_unet._shanshui_layout_hook is not None
+
+
+def test_null_processor_contributes_nothing():
+    from shanshui.models.attention import NullAttnProcessor
+
+    attn = _attn()
+    x = torch.randn(5, 3, 8)
+    torch.testing.assert_close(NullAttnProcessor()(attn, x), torch.zeros_like(x))
+    attn.residual_connection = True
+    torch.testing.assert_close(NullAttnProcessor()(attn, x), x)
+
+
+# ------------------------------------------------------------------------------------------------ warps
+def test_inside_mask_at_the_borders():
+    from shanshui.flow.warp import inside_mask
+
+    h, w = 4, 5
+    still = np.zeros((h, w, 2), np.float32)
+    assert inside_mask(still).all()                                    # landing on row/column 0 and h-1/w-1 is inside
+    down = still.copy()
+    down[..., 1] = 1.0                                                 # the last row lands on y = h: outside
+    want = np.ones((h, w), bool)
+    want[-1] = False
+    np.testing.assert_array_equal(inside_mask(down), want)
+    left = still.copy()
+    left[..., 0] = -0.5                                                # column 0 lands on x = -0.5: outside
+    want = np.ones((h, w), bool)
+    want[:, 0] = False
+    np.testing.assert_array_equal(inside_mask(left), want)
