@@ -223,6 +223,27 @@ def test_contrastive_defaults_are_the_papers():
             loop_reference(embed(eps), m, 0.07, "window"), rel=1e-5)
 
 
+@pytest.mark.parametrize("m,tau", [(0, 0.07), (4, 0.0), (1, 0.0), (4, -0.5), (0, -1.0)])
+def test_contrastive_rejects_bad_margin_or_temperature(m, tau):
+    from shanshui.losses import contrastive_loss_from_embeddings
+
+    with pytest.raises(ValueError, match=f"need m >= 1 and tau > 0, got m={m}, tau={tau}"):
+        contrastive_loss_from_embeddings(torch.randn(1, 6, 4), m=m, tau=tau)
+
+
+def test_alpha_schedule_edges():
+    from shanshui.errors import ShanshuiError
+    from shanshui.latent_ops import alpha_schedule
+
+    assert alpha_schedule(0) == [] and alpha_schedule(1) == [2.0] and alpha_schedule(5) == [2.0, 2.0, 2.0, 1.0, 1.0]
+    assert alpha_schedule(4, high=1.0) == [1.0] * 4
+    with pytest.raises(ShanshuiError, match="n=-1 must be >= 0"):
+        alpha_schedule(-1)
+    for bad in (0.5, float("inf")):
+        with pytest.raises(ShanshuiError, match=f"alpha high={bad} must be a finite number >= 1"):
+            alpha_schedule(3, high=bad)
+
+
 # -------------------------------------------------------------------------------- attention processors
 def _attn(dim=8, heads=2):
     from diffusers.models.attention_processor import Attention
@@ -275,6 +296,21 @@ def test_frame_layout_hook_reads_keyword_and_positional_calls(tiny_video_unet):
         b = tiny_video_unet(sample=z, timestep=10, encoder_hidden_states=text).sample
     torch.testing.assert_close(a, b)
     assert tiny_video_unet._shanshui_layout_hook is not None
+
+
+def test_processors_add_the_residual_when_the_layer_asks_for_it():
+    from shanshui.models.attention import FrameLayout, SparseCausalAttnProcessor, SpatialSparseCausalAttnProcessor
+
+    layout = FrameLayout()
+    layout.batch_size = 2
+    x = torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(3))
+    for proc in (SparseCausalAttnProcessor(), SpatialSparseCausalAttnProcessor(layout)):
+        attn = _attn()
+        plain = proc(attn, x)
+        attn.residual_connection = True
+        torch.testing.assert_close(proc(attn, x), plain + x)
+        attn.rescale_output_factor = 2.0
+        torch.testing.assert_close(proc(attn, x), (plain + x) / 2.0)
 
 
 def test_null_processor_contributes_nothing():
