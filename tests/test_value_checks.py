@@ -270,16 +270,19 @@ def test_spatial_processor_refuses_cross_attention_and_masks():
             proc(_attn(), torch.randn(4, 3, 2, 8))
 
 
+NO_BATCH = r"^spatial sparse-causal attention needs the UNet batch size; use set_temporal_attention\(\)$"
+
+
 def test_spatial_processor_needs_a_batch_size_that_divides_the_tokens():
     from shanshui.models.attention import FrameLayout, SpatialSparseCausalAttnProcessor
 
     layout = FrameLayout()
     proc = SpatialSparseCausalAttnProcessor(layout)
     x = torch.randn(4, 3, 8)                                            # 4 tokens (b·h·w), 3 frames
-    with pytest.raises(RuntimeError, match="needs the UNet batch size; use set_temporal_attention"):
+    with pytest.raises(RuntimeError, match=NO_BATCH):
         proc(_attn(), x)                                                # no batch size recorded
     layout.batch_size = 3                                               # 4 tokens do not split into 3 videos
-    with pytest.raises(RuntimeError, match="needs the UNet batch size; use set_temporal_attention"):
+    with pytest.raises(RuntimeError, match=NO_BATCH):
         proc(_attn(), x)
     layout.batch_size = 2
     assert proc(_attn(), x).shape == x.shape
