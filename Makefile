@@ -26,11 +26,13 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 -q tests
 
 # Mutation testing of the core modules (docs/testing.md; slow, not part of `make test`). The modules and the
-# focused tests are listed under [tool.mutmut] in pyproject.toml. MUTMUT_CHILDREN=1 keeps it to one core.
+# focused tests are listed under [tool.mutmut] in pyproject.toml. MUTMUT_CHILDREN=1 keeps it to one core;
+# MUTANTS='shanshui.losses.* shanshui.latent_ops.*' runs only those modules' mutants.
 MUTMUT_CHILDREN ?= 1
+MUTANTS ?=
 mutation: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,mutation]"
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN) $(MUTANTS)
 	$(PY) benchmarks/mutation_report.py
 
 bench: $(STAMP)

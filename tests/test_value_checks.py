@@ -237,11 +237,22 @@ def test_alpha_schedule_edges():
 
     assert alpha_schedule(0) == [] and alpha_schedule(1) == [2.0] and alpha_schedule(5) == [2.0, 2.0, 2.0, 1.0, 1.0]
     assert alpha_schedule(4, high=1.0) == [1.0] * 4
-    with pytest.raises(ShanshuiError, match="n=-1 must be >= 0"):
+    with pytest.raises(ShanshuiError, match="^n=-1 must be >= 0$"):
         alpha_schedule(-1)
     for bad in (0.5, float("inf")):
-        with pytest.raises(ShanshuiError, match=f"alpha high={bad} must be a finite number >= 1"):
+        with pytest.raises(ShanshuiError, match=f"^alpha high={bad} must be a finite number >= 1$"):
             alpha_schedule(3, high=bad)
+
+
+def test_vsds_timesteps_edges():
+    from shanshui.errors import ShanshuiError
+    from shanshui.latent_ops import vsds_timesteps
+
+    assert vsds_timesteps([999, 601, 600, 599, 0]) == [999, 601, 600]          # t >= 0.6·1000, 600 included
+    assert vsds_timesteps([900, 450, 449], p=0.5, train_steps=900) == [900, 450]
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ShanshuiError, match=rf"^p={bad} must be in \(0, 1\)$"):
+            vsds_timesteps([999], p=bad)
 
 
 # -------------------------------------------------------------------------------- attention processors
