@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROMPT ?= Mountains, dense fog, red sun, boat on the lake, flying birds.
 OUT    ?= out
 
-.PHONY: install demo test bench clean mutation
+.PHONY: install demo test bench clean ui mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,20 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: it resolves to the local CPU build; a loose requirement pulls CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
+	# LPIPS linear weights (6 kB, BSD-2) for `shanshui evaluate`: the wheel declares torchvision, which we
+	# never import, so it is installed without its dependencies.
+	$(PY) -m pip install --quiet --no-deps lpips==0.1.4
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/shanshui demo --prompt "$(PROMPT)" --out $(OUT)
+
+# The local web page on http://127.0.0.1:7860/ (PORT=..., UI_ARGS="--model ... --motion-module ...").
+PORT ?= 7860
+ui: $(STAMP)
+	$(VENV)/bin/shanshui ui --port $(PORT) $(UI_ARGS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 -q tests

@@ -4,6 +4,8 @@ All three run on *identical* components (same image UNet, motion weights, VAE, t
 guidance, steps, seed) and write frames through the same chunked decoder:
 
 * ``ours``      — :func:`shanshui.pipelines.long_video.generate_long` (γ, ω, 16-frame clips, overlap 4);
+* ``ours_ccdm`` — the same with CCDM's multi-frame fusion of the shared frames (``fusion="ccdm"``: equal
+  weights over the overlap) instead of the linear cross-fade;
 * ``freenoise`` — diffusers ``AnimateDiffPipeline.enable_free_noise(context_length=16, context_stride=4)``
   (the NADM sparse-causal processors are re-installed on the blocks FreeNoise rebuilds, so the network is
   the same), run to latents;
@@ -23,6 +25,9 @@ interleaved over repeats. Quality numbers, from the decoded uint8 frames:
 
     python benchmarks/long_video.py                                 # 64 and 128 frames + γ sweep
     python benchmarks/long_video.py --model bundled                 # the bundled model (when installed)
+    python benchmarks/long_video.py --model bundled --steps 15 --lengths 64 --repeats 1 --gammas '' \
+        --memory-frames '' --methods ours,ours_ccdm,freenoise \
+        --out benchmarks/results/long_video_bundled_fusion.json     # cross-fade vs CCDM fusion vs FreeNoise
 Writes benchmarks/results/long_video[_<model>].json and prints the tables.
 """
 
@@ -109,8 +114,7 @@ def run_chain(pipe, frames, size, steps, guidance, seed):
         for t in sched.timesteps:
             if last is not None:
                 z[:, :, 0] = sched.add_noise(last, pin_noise, t.reshape(1))
-            eps = pipe.predict_noise(z, t, embeds, guidance)
-            z = sched.step(eps, t, z).prev_sample
+            z = sched.step(pipe.predict(z, t, embeds, guidance), t, z).prev_sample
         if last is not None:
             z[:, :, 0] = last
         clips.append(z if last is None else z[:, :, 1:])
@@ -120,7 +124,7 @@ def run_chain(pipe, frames, size, steps, guidance, seed):
 
 def boundaries(method: str, frames: int, plan=None) -> list[int]:
     """Frame indices b such that (b-1, b) is a pair where the method switches clip or window."""
-    if method == "ours":
+    if method in ("ours", "ours_ccdm"):
         s = plan.starts
         b = set(s[1:]) | {s[i] + plan.clip_frames for i in range(len(s) - 1)}
     elif method == "chain":
@@ -172,10 +176,11 @@ def worker(method: str, model: str, frames: int, size: int, steps: int, guidance
     start = time.perf_counter()
     plan = None
     with torch.no_grad():
-        if method == "ours":
+        if method in ("ours", "ours_ccdm"):
             pipe(PROMPT, num_frames=frames, height=size, width=size, num_inference_steps=steps,
                        guidance_scale=guidance, seed=seed, gamma=gamma, omega=omega, overlap=OVERLAP,
-                       clip_frames=CLIP, frame_sink=collected.append, progress=False)
+                       clip_frames=CLIP, frame_sink=collected.append, progress=False,
+                       fusion="ccdm" if method == "ours_ccdm" else "crossfade")
             from shanshui.pipelines.long_video import make_plan
 
             plan = make_plan(frames, CLIP, OVERLAP, steps, gamma)
@@ -223,6 +228,8 @@ def main() -> None:
     ap.add_argument("--sweep-frames", type=int, default=64)
     ap.add_argument("--memory-frames", default="16,128", help="ours only: peak RSS of a generate run at these lengths")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", default="ours,freenoise,chain",
+                    help="comma-separated: ours, ours_ccdm (CCDM fusion), freenoise, chain")
     ap.add_argument("--worker", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -231,23 +238,28 @@ def main() -> None:
         return
     common = dict(model=args.model, size=args.size, steps=args.steps, guidance=args.guidance, omega=args.omega,
                   seed=args.seed)
-    methods = ("ours", "freenoise", "chain")
+    methods = tuple(m for m in args.methods.split(",") if m)
+    known = ("ours", "ours_ccdm", "freenoise", "chain")
+    if "ours" not in methods or any(m not in known for m in methods):
+        ap.error(f"--methods must include ours and come from {', '.join(known)}")
     lengths = [int(x) for x in args.lengths.split(",") if x]
     runs = {(m, n): [] for m in methods for n in lengths}
     for r in range(args.repeats):
         for n in lengths:
-            order = methods[r % 3:] + methods[: r % 3]
+            order = methods[r % len(methods):] + methods[: r % len(methods)]
             for m in order:
                 runs[(m, n)].append(run_worker(dict(common, method=m, frames=n, gamma=args.gamma)))
                 print(f"  repeat {r + 1} {m:<9} {n:>4} frames: {runs[(m, n)][-1]['seconds']:.1f} s", flush=True)
     results = {str(n): {m: summarise(runs[(m, n)]) for m in methods} for n in lengths}
     for n in lengths:
         res = results[str(n)]
-        res["speedup_vs_freenoise"] = res["freenoise"]["median_s"] / res["ours"]["median_s"]
-        res["speedup_vs_chain"] = res["chain"]["median_s"] / res["ours"]["median_s"]
-        # per-repeat ratios of interleaved runs (robust to load drifting between repeats)
-        res["speedup_vs_freenoise_per_repeat"] = [round(f["seconds"] / o["seconds"], 3) for f, o in
-                                                  zip(runs[("freenoise", n)], runs[("ours", n)])]
+        if "freenoise" in methods:
+            res["speedup_vs_freenoise"] = res["freenoise"]["median_s"] / res["ours"]["median_s"]
+            # per-repeat ratios of interleaved runs (robust to load drifting between repeats)
+            res["speedup_vs_freenoise_per_repeat"] = [round(f["seconds"] / o["seconds"], 3) for f, o in
+                                                      zip(runs[("freenoise", n)], runs[("ours", n)])]
+        if "chain" in methods:
+            res["speedup_vs_chain"] = res["chain"]["median_s"] / res["ours"]["median_s"]
 
     sweep = {}
     gammas = [float(x) for x in args.gammas.split(",") if x]
@@ -268,13 +280,14 @@ def main() -> None:
             f"preset '{args.model}' with random weights (motion weights randomised, scale 0.02)",
             "size": args.size, "steps": args.steps, "guidance": args.guidance, "gamma": args.gamma,
             "omega": args.omega, "clip_frames": CLIP, "overlap": OVERLAP, "freenoise_context": [CLIP, STRIDE],
-            "repeats": args.repeats, "prompt": PROMPT}
+            "repeats": args.repeats, "prompt": PROMPT, "methods": list(methods)}
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / (
         "long_video.json" if args.model == "small" else f"long_video_{args.model}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": results, "gamma_sweep": sweep, "memory": memory}, indent=2))
 
-    label = {"ours": "ours (phased+reschedule)", "freenoise": "diffusers FreeNoise", "chain": "direct chaining"}
+    label = {"ours": "ours (phased+reschedule)", "ours_ccdm": "ours + CCDM fusion", "freenoise": "diffusers FreeNoise",
+             "chain": "direct chaining"}
     print(f"\ncomponents: {meta['components']}; {args.size}px, {args.steps} DDIM steps, guidance {args.guidance}")
     print(f"{'frames':>6} {'method':<25} {'median s':>9} {'UNet':>5} {'RSS MB':>7} {'+gen MB':>8} {'seam':>7} "
           f"{'seam/in':>8} {'TemCons':>8} {'flowerr':>8} {'SSIM(0,last)':>12}")
@@ -286,8 +299,9 @@ def main() -> None:
                   f"{s['gen_rss_mb']:>8.0f} {s['seam']:>7.4f} {s['seam_ratio']:>8.3f} {s['tem_cons']:>8.4f} "
                   f"{s['flow_err']:>8.4f} {last:>12.3f}")
         r = results[str(n)]
-        print(f"{n:>6} speed-up of ours: x{r['speedup_vs_freenoise']:.2f} vs FreeNoise "
-              f"(per repeat {r['speedup_vs_freenoise_per_repeat']}), x{r['speedup_vs_chain']:.2f} vs chaining")
+        if "speedup_vs_freenoise" in r and "speedup_vs_chain" in r:
+            print(f"{n:>6} speed-up of ours: x{r['speedup_vs_freenoise']:.2f} vs FreeNoise "
+                  f"(per repeat {r['speedup_vs_freenoise_per_repeat']}), x{r['speedup_vs_chain']:.2f} vs chaining")
     if sweep:
         print(f"\nγ sweep (ours, {args.sweep_frames} frames)")
         print(f"{'gamma':>6} {'s':>7} {'UNet':>5} {'seam/in':>8} {'TemCons':>8} {'flowerr':>8} {'SSIM(0,last)':>12}")

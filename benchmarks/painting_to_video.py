@@ -11,7 +11,12 @@ same prompt, seed, arrows and still mask, and we measure:
 * motion — mean DIS flow length between consecutive frames (px/frame);
 * control — ``control_errors``: endpoint error and direction agreement (mean cosine) of the output's flow
   vs the requested field in the arrows' region, and motion inside the still mask. The "no control" variant
-  is measured against the same request.
+  is measured against the same request;
+* painting kept — mean PSNR / SSIM of frames 1..N to the painting (frame 0 is pinned, so it says nothing),
+  and the jump: the change from frame 0 to 1 over the median change between later consecutive frames.
+
+When the model has an image-to-video module (``i2v/``, or ``--i2v FOLDER``), the same paintings also go through
+it ("I2V ..." variants: trained control with the proxy / VSDS / slerp ablations, and no field).
 
 Two reference rows need no diffusion: the pixel cinemagraph (the painting warped along the field) shows what
 the flow estimator reads back from an exactly followed request, and the same frames passed through the VAE
@@ -44,6 +49,14 @@ VARIANTS = {
     "no VSDS": dict(use_vsds=False),
     "linear fusion": dict(fusion="linear"),
     "full, motion guidance 1.0": dict(motion_guidance=1.0),
+}
+I2V_VARIANTS = {
+    "I2V trained (proxy+VSDS+slerp)": dict(mode="trained"),
+    "I2V trained, no proxy": dict(mode="trained", use_proxy=False),
+    "I2V trained, no VSDS": dict(mode="trained", use_vsds=False),
+    "I2V trained, linear fusion": dict(mode="trained", fusion="linear"),
+    "I2V trained, no proxy/VSDS": dict(mode="trained", use_proxy=False, use_vsds=False),
+    "I2V, no field": dict(mode="none", control=False),
 }
 
 
@@ -111,7 +124,21 @@ def paintings() -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ pipes
-def build_pipeline(components: str, model: str | None = None, motion_module: str | None = None):
+def build_pipeline(components: str, model: str | None = None, motion_module: str | None = None,
+                   i2v: str | None = None):
+    pipe, label = _build_pipeline(components, model, motion_module)
+    if i2v is not None:
+        from shanshui.pipelines.loading import BUNDLED_DIR
+        from shanshui.pipelines.painting_to_video import attach_i2v
+
+        attach_i2v(pipe, i2v, model or BUNDLED_DIR)
+        label += f"; I2V module {i2v}"
+    elif pipe.i2v is not None:
+        label += "; with its I2V module"
+    return pipe, label
+
+
+def _build_pipeline(components: str, model: str | None = None, motion_module: str | None = None):
     import torch
 
     from shanshui.models.motion import build_video_unet, motion_parameters
@@ -156,6 +183,11 @@ def measure(frames: np.ndarray, painting, velocity, still, vae_ref) -> dict:
     v = velocity[y0:y1, x0:x1]
     s = None if still is None else still[y0:y1, x0:x1]
     row.update(control_errors(u8, v, still=s))
+    p = [psnr(f, ref) for f in u8[1:]]
+    row["kept_psnr"] = float(np.mean([x for x in p if np.isfinite(x)] or [99.0]))
+    row["kept_ssim"] = float(np.mean([ssim(f, ref) for f in u8[1:]]))
+    steps = [float(np.abs(u8[k + 1].astype(np.float32) - u8[k]).mean()) for k in range(len(u8) - 1)]
+    row["jump"] = float(steps[0] / max(np.median(steps[1:]) if len(steps) > 1 else steps[0], 1e-6))
     return row
 
 
@@ -167,7 +199,10 @@ def run(args) -> dict:
     from shanshui.image_intake import prepare_painting
 
     torch.set_num_threads(args.threads)
-    pipe, label = build_pipeline(args.components, args.model, args.motion_module)
+    pipe, label = build_pipeline(args.components, args.model, args.motion_module, args.i2v)
+    variants = dict(VARIANTS)
+    if pipe.i2v is not None:
+        variants.update(I2V_VARIANTS)
     long_side = args.long_side or pipe.native_size
     results, rows = {}, []
     for name, (image, fr_arrows, still_from) in paintings().items():
@@ -193,9 +228,11 @@ def run(args) -> dict:
         vae_row = measure(cine_vae, work, velocity, still_w, vae_ref)
         results[name]["variants"]["cinemagraph via VAE (reference)"] = vae_row
         rows.append((name, "cinemagraph via VAE (reference)", vae_row, 0.0))
-        for vname, opts in VARIANTS.items():
+        for vname, opts in variants.items():
             opts = dict(opts)
             control = opts.pop("control", True)
+            if "mode" in opts:
+                opts["control"] = opts.pop("mode")
             start = time.perf_counter()
             out = pipe(work, PROMPT, num_frames=args.frames, num_inference_steps=args.steps, seed=args.seed,
                        arrows=arrows if control else None, still_mask=still if control else None,
@@ -223,12 +260,14 @@ def fmt(v, spec: str) -> str:
 
 
 def print_table(rows) -> None:
-    head = (f"{'painting':<16} {'variant':<31} {'PSNR0':>6} {'SSIM0':>6} {'VAE PSNR':>8} {'drift dE':>8} "
-            f"{'drift tex':>9} {'motion':>7} {'EPE':>6} {'dir cos':>7} {'still':>6}")
+    head = (f"{'painting':<16} {'variant':<31} {'PSNR0':>6} {'SSIM0':>6} {'VAE PSNR':>8} {'kept dB':>7} "
+            f"{'kept SSIM':>9} {'jump':>5} {'drift dE':>8} {'drift tex':>9} {'motion':>7} {'EPE':>6} {'dir cos':>7} "
+            f"{'still':>6}")
     print(head)
     for name, vname, r, _ in rows:
         print(f"{name:<16} {vname:<31} {fmt(r['psnr0'], '6.2f')} {fmt(r['ssim0'], '6.3f')} "
-              f"{fmt(r['vae_psnr'], '8.2f')} {fmt(r['drift_colour'], '8.2f')} {fmt(r['drift_texture'], '9.3f')} "
+              f"{fmt(r['vae_psnr'], '8.2f')} {fmt(r.get('kept_psnr'), '7.2f')} {fmt(r.get('kept_ssim'), '9.3f')} "
+              f"{fmt(r.get('jump'), '5.2f')} {fmt(r['drift_colour'], '8.2f')} {fmt(r['drift_texture'], '9.3f')} "
               f"{fmt(r['motion'], '7.3f')} {fmt(r.get('epe'), '6.3f')} {fmt(r.get('direction'), '7.3f')} "
               f"{fmt(r.get('still_motion'), '6.3f')}")
 
@@ -240,6 +279,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="a base-model folder instead of --components (e.g. a stage-1 "
                                                    "image model); with no --motion-module a fresh one is used")
     ap.add_argument("--motion-module", default=None)
+    ap.add_argument("--i2v", default=None, help="train-control output folder to add the I2V variants")
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--long-side", type=int, default=None, help="default: the model's native size")
@@ -261,7 +301,7 @@ def main() -> None:
           f"{args.seed}, strength {args.strength}; flow: DIS; total {total:.0f} s\n")
     print_table(out["rows"])
     means = {}
-    for vname in ["cinemagraph only (reference)", "cinemagraph via VAE (reference)", *VARIANTS]:
+    for vname in dict.fromkeys(v for _, v, _, _ in out["rows"]):
         rs = [r for _, v, r, _ in out["rows"] if v == vname]
         means[vname] = {k: float(np.mean([r[k] for r in rs if r.get(k) is not None]))
                         for k in rs[0] if any(r.get(k) is not None for r in rs)}

@@ -151,6 +151,7 @@ def asks_for_motion(attrs: dict) -> bool:
 
 def clip_row(probe, frames: np.ndarray, attrs: dict, centre: np.ndarray | None) -> dict:
     """Every per-clip measurement of one uint8 clip ``(F, H, W, 3)`` against its prompt's attributes."""
+    from shanshui.metrics.composition import gradient_energy, red_region_counts
     from shanshui.metrics.probe import camera_direction, frame_outputs, median_dx, temporal_cosine
     from shanshui.metrics.video import consecutive_flows, flicker_index, motion_magnitude, warping_error
 
@@ -166,6 +167,8 @@ def clip_row(probe, frames: np.ndarray, attrs: dict, centre: np.ndarray | None) 
         "motion_px": motion_magnitude(frames, flows), "flicker": flicker_index(frames, flows),
         "warp_error": warping_error(frames), "asks_motion": asks_for_motion(attrs),
         "pans": attrs["camera"] != "still", "_feats": feats,
+        "red_sun": attrs["sun"] == "red sun", "red_regions": red_region_counts(frames).tolist(),
+        "grad_energy": gradient_energy(frames),
     }
 
 
@@ -197,7 +200,12 @@ def summarise(rows: list[dict], prompts: list[dict], keys: list[str], reference_
     fixed = [r["motion_px"] for r in rows if not r["pans"]]
     ratio = lambda a, b: (float(np.mean(a) / np.mean(b)) if a and b and np.mean(b) > 0 else None)
     feats = np.concatenate([r["_feats"] for r in rows])
+    sun_frames = [c == 1 for r in rows if r["red_sun"] for c in r["red_regions"]]
+    nosun_frames = [c == 0 for r in rows if not r["red_sun"] for c in r["red_regions"]]
     return {
+        "sun_one_share": _mean(sun_frames), "nosun_zero_share": _mean(nosun_frames),
+        "grad_energy": _mean([r["grad_energy"] for r in rows]),
+        "pan_direction_acc": _mean([r["correct"]["camera"] for r in rows if r["pans"]]),
         "n": len(rows),
         "attr_acc": acc,
         "attr_mean": _mean([acc[k] for k in keys]),
@@ -279,7 +287,8 @@ def generate_all(name, base, motion, prompts, args) -> tuple[list[np.ndarray], d
             clips.append(np.load(path))
             continue
         if pipe is None:
-            pipe = load_pipeline() if base is None else load_pipeline(base, motion)
+            pipe = load_pipeline(device=args.device) if base is None else load_pipeline(base, motion,
+                                                                                          device=args.device)
         t0 = time.time()
         out = pipe(rec["caption"], num_frames=args.frames, height=SIZE, width=SIZE, num_inference_steps=args.steps,
                    guidance_scale=args.guidance, seed=i, output_type="np", progress=False)
@@ -338,6 +347,14 @@ def markdown(result: dict, keys: list[str]) -> str:
             f"({r['n_asked']}/{r['n_not']}) | {_fmt(r['motion_ratio'], 2)} | {_fmt(r['motion_pan'])} / "
             f"{_fmt(r['motion_still_camera'])} | {_fmt(r['pan_ratio'], 2)} | {_fmt(r['fd'], 2)} | "
             f"{_fmt(r['motion_px'])} | {_fmt(r['flicker'])} | {_fmt(r['warp_error'], 4)} |")
+    lines += ["", "| row | one red sun (sun prompts) | no red (other prompts) | gradient energy | "
+              "pan direction acc |", "|---|---|---|---|---|"]
+    for name in names:
+        r = rows[name]
+        if name == "majority":
+            continue
+        lines.append(f"| {name} | {_fmt(r['sun_one_share'])} | {_fmt(r['nosun_zero_share'])} | "
+                     f"{_fmt(r['grad_energy'], 5)} | {_fmt(r['pan_direction_acc'])} |")
     lines += ["", "| attribute | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for k in keys + ["camera"]:
         lines.append(f"| {k} | " + " | ".join(_fmt(rows[n]["attr_acc"][k], 2) for n in names) + " |")
@@ -374,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--guidance", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; 1 is much faster than 2 on a 2-core machine that is busy")
+    ap.add_argument("--device", default="cpu", help="where the models generate (cpu, cuda)")
     ap.add_argument("--cache", default="out/procedural_quality/videos")
     ap.add_argument("--regenerate", action="store_true", help="ignore cached generated clips")
     ap.add_argument("--sheets", default="out/procedural_quality")

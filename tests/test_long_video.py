@@ -101,16 +101,24 @@ def test_reschedule_direction_keeps_unit_variance():
     assert torch.equal(lv.reschedule_direction(prior, eps, 0.0), prior)
 
 
-def test_ddim_update_equals_the_scheduler_step():
-    sched = make_scheduler()
+V_OBJECTIVE = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+
+
+@pytest.mark.parametrize("objective", [{}, V_OBJECTIVE], ids=["epsilon", "v-zero-snr"])
+def test_ddim_update_equals_the_scheduler_step(objective):
+    from shanshui.schedulers import split_prediction
+
+    sched = make_scheduler(objective=objective)
     sched.set_timesteps(5)
     g = torch.Generator().manual_seed(0)
     z = torch.randn(1, 4, 3, 2, 2, generator=g)
     for t in sched.timesteps:
-        eps = torch.randn(z.shape, generator=g)
-        ref = sched.step(eps, t, z).prev_sample
-        z2 = lv.ddim_update(sched, t, z, eps, eps)
-        assert torch.allclose(z2, ref, atol=1e-6)
+        out = torch.randn(z.shape, generator=g)
+        ref = sched.step(out, t, z).prev_sample
+        x0, eps = split_prediction(sched, out, z, t)
+        z2 = lv.ddim_update(sched, t, x0, eps)
+        assert torch.isfinite(z2).all()
+        assert torch.allclose(z2, ref, atol=1e-5)
         z = ref
 
 

@@ -190,7 +190,7 @@ def test_animate_command(capsys, tmp_path, tiny_model_files, painting):
 
 @pytest.mark.parametrize("args,message", [
     (["--arrow", "1,2,3"], "has 3 numbers"),
-    (["--strength", "11"], "--strength=11.0 must be in [0, 10]"),
+    (["--strength", "33"], "--strength=33.0 px/frame must be in [0, 32]"),
     (["--size", "30"], "long side=30 must be a multiple of 8"),
     (["--mask", "nope.png"], "--mask 'nope.png' does not exist"),
     (["--policy", "crop", "--size", "64"], None),

@@ -21,9 +21,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("shanshui.commands.demo:demo", "Generate the demo video with the bundled model."),
     "data": ("shanshui.commands.data:data", "Dataset tools: synth, check, cache."),
     "train": ("shanshui.commands.train:train", "Train a NADM motion module (runs under accelerate launch too)."),
+    "train-control": ("shanshui.commands.train_control:train_control",
+                      "Train the image-to-video control model (first frame, motion field, strength, T)."),
     "train-image": ("shanshui.commands.train_image:train_image", "Train the bundled model's image model (stage 1)."),
     "interpolate": ("shanshui.commands.interpolate:interpolate", "SOFP frame interpolation of a video."),
     "animate": ("shanshui.commands.animate:animate", "Painting -> video (training-free), with arrows and strength."),
+    "evaluate": ("shanshui.commands.evaluate:evaluate", "FVD/KVD, IS, CLIP-text/temp, LPIPS of generated videos."),
+    "ui": ("shanshui.commands.ui:ui", "Local web page: text/painting -> video, arrows drawn by hand."),
 }
 
 EPILOG = """\b

@@ -18,10 +18,13 @@ import click
 @click.option("--output-dir", default=None, help="Override output_dir of the config.")
 @click.option("--dry-run", is_flag=True, help="Validate the config and the data, print the resolved config, stop.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUTPUT/logs).")
+@click.option("--lora-rank", type=int, default=None, metavar="R",
+              help="Train a rank-R motion LoRA on model.motion_module instead of the full module "
+                   "(saved as motion_lora.safetensors, diffusers layout; use it with --lora).")
 @click.argument("overrides", nargs=-1)
 @click.pass_context
 def train(ctx, config_path: str, resume: str | None, output_dir: str | None, dry_run: bool, no_progress: bool,
-          overrides: tuple[str, ...]) -> None:
+          lora_rank: int | None, overrides: tuple[str, ...]) -> None:
     """Train a NADM motion module (+ noise adapter) on frozen Stable Diffusion components.
 
     OVERRIDES are dotted config keys, e.g. loss.lambda_con=0 model.sparse_causal=off optim.lr=1e-4.
@@ -31,6 +34,7 @@ def train(ctx, config_path: str, resume: str | None, output_dir: str | None, dry
       shanshui train --config configs/tiny_cpu.yaml
       shanshui train --config configs/nadm_sd15_256.yaml model.base_model=~/sd15 data.root=~/lpv
       shanshui train --config configs/nadm_sd15_256.yaml --resume latest
+      shanshui train --config configs/nadm_sd15_256.yaml --lora-rank 16 model.motion_module=mm_sd_v15_v2.ckpt
       accelerate launch --multi_gpu --num_processes 2 -m shanshui.cli train --config configs/tiny_cpu.yaml
     """
     import logging
@@ -43,6 +47,8 @@ def train(ctx, config_path: str, resume: str | None, output_dir: str | None, dry
         extra.append(f"output_dir={output_dir}")
     if resume is not None:
         extra.append(f"checkpoint.resume={resume}")
+    if lora_rank is not None:
+        extra.append(f"model.lora_rank={lora_rank}")
     cfg = load_config(config_path, extra)
     from ..video_io import check_output_location
 
@@ -63,5 +69,6 @@ def train(ctx, config_path: str, resume: str | None, output_dir: str | None, dry
         click.echo(f"error: {exc}", err=True)
         ctx.exit(3)
     if result.is_main_process:
-        click.echo(f"done: {result.step} steps; motion module in {result.final_dir}; "
+        what = "motion LoRA" if cfg.model.lora_rank else "motion module"
+        click.echo(f"done: {result.step} steps; {what} in {result.final_dir}; "
                    f"last checkpoint {result.last_checkpoint}")

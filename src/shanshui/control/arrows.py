@@ -4,7 +4,8 @@ An arrow ``(x0, y0) -> (x1, y1)`` with an object strength ``s`` asks the content
 by ``s·(x1 − x0, y1 − y0)`` pixels over the whole clip. The pipeline works on a static *velocity* field,
 so the dense field built here (pixels per clip) is divided by ``frames − 1`` by the caller.
 
-* :func:`parse_arrow`, :func:`load_arrows` — the CLI text form ``x0,y0,x1,y1[,strength]`` and a JSON file.
+* :func:`parse_arrow`, :func:`load_arrows`, :func:`parse_arrows_json` — the CLI text form
+  ``x0,y0,x1,y1[,strength]``, a JSON file, JSON text (the web page).
 * :func:`sparse_flow` — eq. 5: the arrow's displacement times its strength at its start pixel, zero
   elsewhere.
 * :func:`densify` — eq. 6: ``f̂(p) = Σ_i exp(−(|p − p_i| / σ)²) · f_s(p_i)`` (a sum, not a normalised
@@ -74,32 +75,42 @@ def parse_arrow(text: str) -> Arrow:
 
 
 def load_arrows(path: str | Path) -> list[Arrow]:
-    """Arrows from JSON: a list whose items are ``[x0, y0, x1, y1(, strength)]`` or
-    ``{"from": [x, y], "to": [x, y], "strength": s}`` (``strength`` optional), or ``{"arrows": [...]}``."""
+    """Arrows from a JSON file (the forms of :func:`arrows_from_data`)."""
     path = Path(path)
     check(path.is_file(), f"arrow file '{path}' does not exist")
+    return parse_arrows_json(path.read_text(encoding="utf-8", errors="replace"), f"arrow file '{path}'")
+
+
+def parse_arrows_json(text: str, where: str = "arrows") -> list[Arrow]:
+    """Arrows from JSON text (the forms of :func:`arrows_from_data`); blank text means no arrows."""
+    if not str(text).strip():
+        return []
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ShanshuiError(f"arrow file '{path}' is not valid JSON: {str(exc).splitlines()[0]}") from None
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ShanshuiError(f"{where} is not valid JSON: {str(exc).splitlines()[0]}") from None
+    return arrows_from_data(data, where)
+
+
+def arrows_from_data(data, where: str = "arrows") -> list[Arrow]:
+    """A list whose items are ``[x0, y0, x1, y1(, strength)]`` or ``{"from": [x, y], "to": [x, y],
+    "strength": s}`` (``strength`` optional), or ``{"arrows": [...]}``."""
     if isinstance(data, dict):
         data = data.get("arrows")
-    check(isinstance(data, list),
-          f"arrow file '{path}' must hold a list of arrows (or {{\"arrows\": [...]}})")
+    check(isinstance(data, list), f"{where} must hold a list of arrows (or {{\"arrows\": [...]}})")
     arrows = []
     for i, item in enumerate(data):
-        where = f"arrow #{i} in '{path}'"
+        at = f"arrow #{i} in {where}"
         if isinstance(item, dict):
-            check("from" in item and "to" in item,
-                  f"{where} needs 'from' and 'to' (and optionally 'strength')")
+            check("from" in item and "to" in item, f"{at} needs 'from' and 'to' (and optionally 'strength')")
             check(all(isinstance(item[k], (list, tuple)) and len(item[k]) == 2 for k in ("from", "to")),
-                  f"{where}: 'from' and 'to' must be [x, y]")
+                  f"{at}: 'from' and 'to' must be [x, y]")
             values = [*item["from"], *item["to"], item.get("strength", 1.0)]
         elif isinstance(item, (list, tuple)):
             values = list(item)
         else:
-            raise ShanshuiError(f"{where} must be [x0, y0, x1, y1(, strength)] or an object with from/to")
-        arrows.append(make_arrow(values, where))
+            raise ShanshuiError(f"{at} must be [x0, y0, x1, y1(, strength)] or an object with from/to")
+        arrows.append(make_arrow(values, at))
     return arrows
 
 

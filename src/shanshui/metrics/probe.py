@@ -14,7 +14,7 @@ real frames and a feature-space temporal-consistency measure.
   diffusion model decodes.
 * :func:`predict_clip` (frame-averaged probabilities -> one value per attribute), :func:`clip_features`,
   :func:`save_probe` / :func:`load_probe` (``.safetensors`` + ``.json`` sidecar).
-* :func:`frechet_distance` of two feature sets (numpy only).
+* :func:`frechet_distance` of two feature sets (re-exported from :mod:`shanshui.metrics.distances`).
 * :func:`camera_direction` — the camera label read from optical flow (see its docstring for the rule).
 """
 
@@ -440,28 +440,8 @@ def load_probe(path: str | Path, label_set: dict[str, list] | None = None) -> At
 
 
 # ------------------------------------------------------------------------------------------------ Fréchet
-def _sqrt_psd(m: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric positive semi-definite matrix (eigenvalues below 0 clipped)."""
-    w, v = np.linalg.eigh((m + m.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-
-
-def frechet_distance(feats_a, feats_b) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets ``(N, D)`` and ``(M, D)``:
-
-    ``|μa − μb|² + tr(Σa) + tr(Σb) − 2 tr((Σa^½ Σb Σa^½)^½)``, with sample covariances (ddof 1).
-    The trace term uses the symmetric form, so both roots are of symmetric PSD matrices (numpy ``eigh``).
-    """
-    a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
-    check(a.ndim == 2 and b.ndim == 2, f"feature sets must be 2-D (N, D), got {a.shape} and {b.shape}")
-    check(len(a) >= 2 and len(b) >= 2, f"each feature set needs at least 2 rows, got {len(a)} and {len(b)}")
-    check(a.shape[1] == b.shape[1], f"feature dimensions differ: {a.shape[1]} and {b.shape[1]}")
-    check(np.isfinite(a).all() and np.isfinite(b).all(), "feature sets must be finite")
-    mu = a.mean(0) - b.mean(0)
-    ca, cb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    sa = _sqrt_psd(ca)
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh(sa @ cb @ sa), 0, None)).sum()
-    return float(max(0.0, mu @ mu + np.trace(ca) + np.trace(cb) - 2.0 * cross))
+# One implementation for every feature network: see shanshui.metrics.distances (ddof 1 by default).
+from .distances import frechet_distance  # noqa: E402,F401
 
 
 # ------------------------------------------------------------------------------------------------ camera

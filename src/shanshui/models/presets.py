@@ -29,7 +29,9 @@ class Preset:
     vae_channels: tuple[int, ...]
     vae_groups: int
     motion_heads: int
-    sample_size: int
+    sample_size: int                     # latent size of the native resolution
+    unet_attn_levels: tuple[int, ...] | None = None   # levels with (cross-)attention; None = all but the deepest
+    vae_layers: int = 1
 
 
 PRESETS = {
@@ -44,13 +46,20 @@ PRESETS = {
     "bundled": Preset(unet_channels=(32, 64, 128), unet_layers=1, unet_groups=8, attention_head_dim=4,
                       text_dim=64, text_layers=2, text_heads=4, vae_channels=(16, 32, 64, 64), vae_groups=8,
                       motion_heads=4, sample_size=16),
+    # Bundled model v2 (MODEL_CARD.md): a 4x VAE (128 px -> 32x32 latents, so boats and birds span several
+    # latent pixels), a 4-level UNet with self- and cross-attention on the 16, 8 and 4 px levels and the mid
+    # block (global composition: one sun, one boat), a 4-layer 128-d text encoder. Trained on a GPU.
+    "bundled2": Preset(unet_channels=(32, 64, 128, 192), unet_layers=1, unet_groups=16, attention_head_dim=4,
+                       text_dim=128, text_layers=4, text_heads=4, vae_channels=(32, 64, 128), vae_groups=16,
+                       motion_heads=4, sample_size=32, unet_attn_levels=(1, 2, 3), vae_layers=2),
 }
 
 
-def _blocks(n: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """SD-style block types: cross-attention everywhere but the deepest level."""
-    down = tuple(["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"])
-    up = tuple(["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1))
+def _blocks(n: int, attn_levels: tuple[int, ...] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Block types: (cross-)attention on ``attn_levels`` (default, as SD: everywhere but the deepest level)."""
+    levels = set(range(n - 1) if attn_levels is None else attn_levels)
+    down = tuple("CrossAttnDownBlock2D" if i in levels else "DownBlock2D" for i in range(n))
+    up = tuple("CrossAttnUpBlock2D" if i in levels else "UpBlock2D" for i in reversed(range(n)))
     return down, up
 
 
@@ -73,7 +82,7 @@ def make_components(preset: str = "tiny", seed: int = 0, motion: MotionConfig | 
     p = PRESETS[preset]
     tokenizer = load_tokenizer(write_tokenizer(tokenizer_dir or tempfile.mkdtemp(prefix="shanshui-tok-"),
                                                corpus=tokenizer_corpus, num_merges=tokenizer_merges))
-    down, up = _blocks(len(p.unet_channels))
+    down, up = _blocks(len(p.unet_channels), p.unet_attn_levels)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=p.sample_size, in_channels=4, out_channels=4, block_out_channels=p.unet_channels,
@@ -85,7 +94,8 @@ def make_components(preset: str = "tiny", seed: int = 0, motion: MotionConfig | 
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=p.vae_channels,
         down_block_types=("DownEncoderBlock2D",) * len(p.vae_channels),
         up_block_types=("UpDecoderBlock2D",) * len(p.vae_channels),
-        layers_per_block=1, norm_num_groups=p.vae_groups, sample_size=p.sample_size * 8,
+        layers_per_block=p.vae_layers, norm_num_groups=p.vae_groups,
+        sample_size=p.sample_size * 2 ** (len(p.vae_channels) - 1),
     )
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(CLIPTextConfig(

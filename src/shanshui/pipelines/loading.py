@@ -1,9 +1,9 @@
 """Loading base models (SD 1.5 layout) and motion modules from local paths only.
 
 A base model is either a diffusers folder (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``) or a
-single ``.safetensors``/``.ckpt`` checkpoint in the original SD layout; the latter is read with diffusers'
-``from_single_file`` against the SD 1.5 configuration shipped in ``shanshui/assets/sd15`` (so nothing is
-fetched from a hub). When no model is given, the model bundled with the package is used.
+single ``.safetensors``/``.ckpt`` checkpoint in the original SD layout; the latter is read by
+:mod:`shanshui.pipelines.single_file` against the SD 1.5 configuration shipped in ``shanshui/assets/sd15``
+(so nothing is fetched from a hub). When no model is given, the model bundled with the package is used.
 """
 
 from __future__ import annotations
@@ -61,15 +61,29 @@ def _short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
-def load_base_components(path: str | Path, dtype: torch.dtype = torch.float32) -> dict:
-    """Load ``unet`` (2D), ``vae``, ``text_encoder``, ``tokenizer`` from a folder or a single checkpoint."""
+def load_base_components(path: str | Path, dtype: torch.dtype = torch.float32, ema: bool = False,
+                         vae: str | Path | None = None, notes: list[str] | None = None) -> dict:
+    """Load ``unet`` (2D), ``vae``, ``text_encoder``, ``tokenizer`` from a folder or a single checkpoint.
+
+    ``ema``: use a single file's EMA UNet weights. ``vae``: take the VAE from this folder/file instead.
+    Messages worth showing the user (which weights were used) are appended to ``notes``."""
     path = Path(path).expanduser()
     check(path.exists(), f"model '{path}' does not exist (give a diffusers folder or a .safetensors/.ckpt file)")
     if path.is_dir():
-        return _load_folder(path, dtype)
+        check(not ema, f"--ema applies to single-file checkpoints; '{path}' is a folder")
+        out = _load_folder(path, dtype)
+        if vae is not None:
+            from .single_file import load_vae
+
+            out["vae"] = load_vae(vae, dtype)
+            if notes is not None:
+                notes.append(f"VAE taken from '{vae}'")
+        return out
     check(path.suffix.lower() in (".safetensors", ".ckpt"),
           f"model file '{path}' must be .safetensors or .ckpt (or pass a diffusers folder)")
-    return _load_single_file(path, dtype)
+    from .single_file import load_single_file
+
+    return load_single_file(path, dtype, ema=ema, vae=vae, notes=notes)
 
 
 def _load_folder(path: Path, dtype: torch.dtype) -> dict:
@@ -95,31 +109,29 @@ def _load_folder(path: Path, dtype: torch.dtype) -> dict:
     return out
 
 
-def _load_single_file(path: Path, dtype: torch.dtype) -> dict:
-    from diffusers import StableDiffusionPipeline
+def save_base_components(components: dict, folder: str | Path, dtype: torch.dtype | None = None,
+                         scheduler_config: dict | None = None, max_shard_size: str | None = None) -> Path:
+    """Write components as a diffusers folder (safetensors) that :func:`load_base_components` reads back.
 
-    try:
-        pipe = StableDiffusionPipeline.from_single_file(
-            str(path), config=str(sd15_config_dir()), local_files_only=True, torch_dtype=dtype,
-            safety_checker=None, requires_safety_checker=False)
-    except Exception as exc:
-        raise ShanshuiError(f"cannot load Stable Diffusion checkpoint '{path}': {_short(exc)}") from exc
-    return {name: getattr(pipe, name) for name in COMPONENTS}
-
-
-def save_base_components(components: dict, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write components as a diffusers folder (safetensors) that :func:`load_base_components` reads back."""
+    ``scheduler_config``: the ``scheduler/scheduler_config.json`` to write (default: the SD 1.5 video
+    schedule); it carries the model's objective (ε or v, terminal SNR, spacing). ``max_shard_size`` (e.g.
+    ``"15MB"``) splits large weight files into shards with an index, as diffusers does.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("unet", "vae", "text_encoder"):
         model = components[name]
         if dtype is not None:
             model = model.to(dtype)
-        model.save_pretrained(folder / name, safe_serialization=True)
+        kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+        model.save_pretrained(folder / name, safe_serialization=True, **kwargs)
     components["tokenizer"].save_pretrained(folder / "tokenizer")
     index = json.loads((ASSETS / "sd15" / "model_index.json").read_text())
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     sched = folder / "scheduler"
     sched.mkdir(exist_ok=True)
-    shutil.copy(ASSETS / "sd15" / "scheduler" / "scheduler_config.json", sched / "scheduler_config.json")
+    if scheduler_config is None:
+        shutil.copy(ASSETS / "sd15" / "scheduler" / "scheduler_config.json", sched / "scheduler_config.json")
+    else:
+        (sched / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2) + "\n")
     return folder

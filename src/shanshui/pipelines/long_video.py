@@ -127,6 +127,42 @@ def overlap_weights(starts, clip_frames: int, num_frames: int) -> np.ndarray:
     return np.stack([raw[c] / total[s : s + length] for c, s in enumerate(starts)])
 
 
+FUSIONS = ("crossfade", "ccdm")
+
+
+def ccdm_weight_update(w: np.ndarray) -> np.ndarray:
+    """CCDM eq. 11 as printed: ``w ← w/(w + 1) + 1/(w + 1)``.
+
+    The two terms add up to ``(w + 1)/(w + 1) = 1``: after one update every weight is 1, whatever it was.
+    Kept as a function so that this reading is explicit and tested."""
+    w = np.asarray(w, dtype=np.float64)
+    return w / (w + 1.0) + 1.0 / (w + 1.0)
+
+
+def ccdm_weights(starts, clip_frames: int, num_frames: int) -> np.ndarray:
+    """Per-clip, per-frame weights ``(K, L)`` of CCDM's multi-frame fusion (eq. 11–12).
+
+    Every clip covering a frame starts with weight 1 (``w^{(0)}``), eq. 11 updates it (to 1 again, see
+    :func:`ccdm_weight_update`), and eq. 12 normalises over the clips covering the frame: a shared frame is
+    the plain mean of the clips' results — equal weights over the whole overlap, where the cross-fade of
+    :func:`overlap_weights` ramps."""
+    starts = list(starts)
+    check(len(starts) >= 1 and starts[0] == 0 and starts[-1] + clip_frames == num_frames,
+          f"clips at {starts} of {clip_frames} frames do not cover {num_frames} frames")
+    raw = ccdm_weight_update(np.ones((len(starts), clip_frames)))
+    total = np.zeros(num_frames)
+    for c, s in enumerate(starts):
+        total[s : s + clip_frames] += raw[c]
+    return np.stack([raw[c] / total[s : s + clip_frames] for c, s in enumerate(starts)])
+
+
+def fusion_weights(fusion: str, starts, clip_frames: int, num_frames: int) -> np.ndarray:
+    check(fusion in FUSIONS, f"fusion='{fusion}' must be one of {', '.join(FUSIONS)}")
+    if fusion == "ccdm":
+        return ccdm_weights(starts, clip_frames, num_frames)
+    return overlap_weights(starts, clip_frames, num_frames)
+
+
 def blend_clips(clips: torch.Tensor, starts, weights: np.ndarray, num_frames: int) -> torch.Tensor:
     """Stitch clip latents ``(K, c, L, h, w)`` into one video ``(c, N, h, w)`` with ``weights`` ``(K, L)``."""
     k, c, length, h, w = clips.shape
@@ -163,16 +199,15 @@ def reschedule_direction(prior: torch.Tensor, randomness: torch.Tensor, omega: f
     return (prior + omega * randomness) / math.sqrt(1.0 + omega * omega)
 
 
-def ddim_update(scheduler, t, sample: torch.Tensor, eps: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """One deterministic DDIM step (η = 0) whose "direction pointing to x_t" uses ``direction`` instead of
-    ``eps``; with ``direction = eps`` it equals ``DDIMScheduler.step(eps, t, sample)``."""
+def ddim_update(scheduler, t, x0: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """One deterministic DDIM step (η = 0) from the predicted clean latent ``x0`` whose "direction pointing to
+    x_t" is ``direction``; with ``(x0, direction)`` from :func:`~shanshui.schedulers.split_prediction` of the
+    same output it equals ``DDIMScheduler.step(output, t, sample)`` (for ε and v models alike)."""
     t = int(t)
     prev = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    a_t = scheduler.alphas_cumprod[t].to(sample.device, torch.float32)
     a_prev = (scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod).to(
-        sample.device, torch.float32)
-    x0 = (sample.float() - (1 - a_t).sqrt() * eps.float()) / a_t.sqrt()
-    return (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * direction.float()).to(sample.dtype)
+        x0.device, torch.float32)
+    return (a_prev.sqrt() * x0.float() + (1 - a_prev).sqrt() * direction.float()).to(x0.dtype)
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -237,12 +272,15 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
                   gamma: float = DEFAULT_GAMMA, omega: float = DEFAULT_OMEGA, overlap: int = DEFAULT_OVERLAP,
                   clip_frames: int | None = None, decode_chunk_size: int = 16, interpolate_times: int = 1,
                   interpolation_flow: str = "dis", output_type: str = "np",
-                  frame_sink: Callable[[np.ndarray], None] | None = None, progress: bool = True) -> LongVideoResult:
+                  frame_sink: Callable[[np.ndarray], None] | None = None, progress: bool = True,
+                  fusion: str = "crossfade") -> LongVideoResult:
     """Generate a video of any length with ``pipe`` (a :class:`TextToVideoPipeline`).
 
     ``frame_sink``: called with uint8 ``(n, H, W, 3)`` chunks in order as they are decoded; the frames are then
     not kept (``result.frames`` is ``None``), so memory does not grow with the length of the video.
-    ``output_type="latent"`` skips decoding.
+    ``output_type="latent"`` skips decoding. ``fusion``: how shared frames are merged after every per-clip
+    step — ``"crossfade"`` (linear ramps, :func:`overlap_weights`) or ``"ccdm"`` (CCDM eq. 11–12, equal
+    weights, :func:`ccdm_weights`).
     """
     from diffusers import DDIMScheduler
 
@@ -261,7 +299,7 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
         generator = torch.Generator(device="cpu").manual_seed(0)
     plan = make_plan(num_frames, clip_frames, overlap, num_inference_steps, gamma)
     length, k = plan.clip_frames, plan.num_clips
-    weights = overlap_weights(plan.starts, length, num_frames)
+    weights = fusion_weights(fusion, plan.starts, length, num_frames)
 
     # 1. Prompt and timesteps
     text_embeds = pipe.encode_prompt(prompt, negative_prompt, cfg=guidance_scale > 1.0)
@@ -281,9 +319,9 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
     # 3. Shared phase: clip 1 alone for the first M steps
     for step, t in enumerate(timesteps[: plan.shared]):
         bar.set_postfix_str(f"step {step + 1}/{plan.steps}")
-        eps = pipe.predict_noise(z, t, text_embeds, guidance_scale)
+        x0, eps = pipe.split(pipe.predict(z, t, text_embeds, guidance_scale), z, t)
         evaluations += 1
-        z = ddim_update(pipe.scheduler, t, z, eps, eps)
+        z = ddim_update(pipe.scheduler, t, x0, eps)
         bar.update()
 
     # 4. Per-clip phase: every clip starts from clip 1's state, then K clips step together
@@ -294,16 +332,17 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
         bar.set_description(f"clips 1-{k}")
     for step, t in enumerate(timesteps[plan.shared :], start=plan.shared):
         bar.set_postfix_str(f"step {step + 1}/{plan.steps}")
-        eps = torch.empty_like(clips)
+        eps, x0 = torch.empty_like(clips), torch.empty_like(clips)
         for i in range(k):
-            eps[i] = pipe.predict_noise(clips[i : i + 1], t, text_embeds, guidance_scale)[0]
+            out = pipe.predict(clips[i : i + 1], t, text_embeds, guidance_scale)
+            x0[i], eps[i] = (v[0] for v in pipe.split(out, clips[i : i + 1], t))
             evaluations += 1
             bar.update()
         directions = eps.clone()
         if k > 1:
             randomness = shuffle_sequences(pool, noise_gen)                         # (K-1, c, L, h, w)
             directions[1:] = reschedule_direction(eps[0:1], randomness, omega)
-        clips = ddim_update(pipe.scheduler, t, clips, eps, directions)
+        clips = ddim_update(pipe.scheduler, t, x0, directions)
         if k > 1:
             clips = fuse_overlaps(clips, plan.starts, weights, num_frames)
     bar.close()

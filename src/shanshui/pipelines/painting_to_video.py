@@ -59,6 +59,9 @@ DEFAULT_PROXY_STRENGTH = 0.5
 DEFAULT_MOTION_GUIDANCE = 0.5
 STILL_FEATHER = 3
 FUSIONS = ("slerp", "linear")
+CONTROLS = ("trained", "training-free", "none")
+MAX_SPEED = 32.0          # px/frame; and at most a quarter of the canvas' shorter side
+MIN_SIDE = 16             # px: smaller paintings are refused (nothing to animate at 1/8 latent resolution)
 
 
 @dataclass
@@ -75,6 +78,24 @@ class PaintingVideoOutput:
     velocity: np.ndarray
     still: np.ndarray | None
     fused: torch.Tensor | None = None
+
+
+def scale_to_speed(velocity: np.ndarray, speed: float, r: float = arrow_ops.THRESHOLD) -> np.ndarray:
+    """Scale ``velocity`` ``(H, W, 2)`` px/frame so that its mean speed over the region where it moves (speed
+    above ``r`` × its maximum, eq. 7's relative threshold) is ``speed``. A zero field stays zero."""
+    mag = np.linalg.norm(velocity, axis=-1)
+    top = float(mag.max()) if mag.size else 0.0
+    if top == 0.0:
+        return velocity
+    region = mag > r * top
+    return (velocity * np.float32(speed / float(mag[region].mean()))).astype(np.float32)
+
+
+def check_animatable(painting: Painting) -> None:
+    """Refuse paintings too small to animate (below ``MIN_SIDE`` px on a side, before any resizing)."""
+    w, h = painting.geometry.original
+    check(min(w, h) >= MIN_SIDE, f"the painting is {w}x{h} px, too small to animate: it needs at least "
+                                 f"{MIN_SIDE} px on each side")
 
 
 def _latent_mask(mask: np.ndarray, h: int, w: int, device, dtype) -> torch.Tensor:
@@ -130,8 +151,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
                              dtype=z_paint.dtype)
         z = self.noise_to(z_paint, noise, timesteps[0])
         for t in timesteps:
-            eps = self.predict_noise(z, t, text_embeds, guidance)
-            z = self.scheduler.step(eps, t, z).prev_sample
+            z = self.scheduler.step(self.predict(z, t, text_embeds, guidance), t, z).prev_sample
         return z
 
     def motion_field(self, painting: Painting, arrows, still_mask, strength: float, frames: int,
@@ -158,10 +178,73 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         field = arrow_ops.dense_field(mapped, h, w, sigma=sigma, r=r, still=still, strength=strength)
         return field / np.float32(frames - 1), still
 
+    # ------------------------------------------------------------------ trained control (I2V model)
+    i2v = None              # ImageToVideoUNet, set by load_painting_pipeline when the model has one
+    i2v_scheduler = None    # the noise schedule it was trained with (DDIM)
+    _i2v_ctx = None
+
+    def predict(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
+        """As the text-to-video pipeline (the network's own parameterisation, ε or v), or with the I2V model and
+        its conditions while a trained/none control call is running; ``predict_noise`` converts either to ε."""
+        ctx = self._i2v_ctx
+        if ctx is None:
+            return super().predict(latents, t, text_embeds, guidance_scale)
+        cfg = guidance_scale > 1.0
+        model_in = torch.cat([latents] * 2) if cfg else latents
+        model_in = self.scheduler.scale_model_input(model_in, t)
+        frames = latents.shape[2]
+        cond = text_embeds.repeat_interleave(frames, dim=0)
+        motion = ctx["motion"]
+        if motion is not None and motion.shape[1] != frames:
+            motion = motion[:, :1].expand(-1, frames, -1, -1, -1)
+        timestep = torch.as_tensor(t, device=model_in.device).reshape(-1).expand(model_in.shape[0])
+        out = self.i2v(model_in.to(self.i2v.dtype), timestep, cond.to(self.i2v.dtype), first_latent=ctx["first"],
+                       motion=motion, strength=ctx["strength"]).to(latents.dtype)
+        if cfg:
+            out_u, out_c = out.chunk(2)
+            out = out_u + guidance_scale * (out_c - out_u)
+        return out
+
+    def flow_field(self, painting: Painting, flow, still_mask, frames: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """A user's dense field (``(H, W, 2)`` px/frame in the painting's pixels, or ``(frames − 1, H, W, 2)``,
+        whose mean over time is used) -> velocity on the working canvas, still mask applied."""
+        from ..image_intake import apply_geometry
+
+        arr = np.asarray(flow, np.float32)
+        ow, oh = painting.geometry.original
+        if arr.ndim == 4:
+            check(arr.shape[0] == frames - 1 and arr.shape[1:] == (oh, ow, 2),
+                  f"flow has shape {arr.shape}; expected ({oh}, {ow}, 2) or ({frames - 1}, {oh}, {ow}, 2) "
+                  f"(px/frame, (dx, dy), the painting's size)")
+            arr = arr.mean(axis=0)
+        check(arr.shape == (oh, ow, 2), f"flow has shape {arr.shape}; expected ({oh}, {ow}, 2) or "
+                                        f"({frames - 1}, {oh}, {ow}, 2) (px/frame, (dx, dy), the painting's size)")
+        check(bool(np.isfinite(arr).all()), "flow holds non-finite values")
+        geom = painting.geometry
+        sx, sy = painting.map_xy(1.0, 1.0)
+        ox, oy = painting.map_xy(0.0, 0.0)
+        field = apply_geometry(arr, geom, fill=0.0) * np.array([sx - ox, sy - oy], np.float32)
+        _, still = self.motion_field(painting, [], still_mask, 1.0, frames, None, arrow_ops.THRESHOLD)
+        return arrow_ops.apply_still_mask(field.astype(np.float32), still), still
+
+    @torch.no_grad()
+    def refine_field(self, velocity: np.ndarray, image: np.ndarray, still: np.ndarray | None) -> np.ndarray:
+        """The refinement network T: Gaussian field + the painting -> dense flow (still mask re-applied)."""
+        refiner = self.i2v.control.refiner
+        p = next(refiner.parameters())
+        field = torch.from_numpy(velocity).permute(2, 0, 1)[None].to(p.device, p.dtype)
+        img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(p.device, p.dtype) / 127.5 - 1
+        out = refiner(field, img)[0].permute(1, 2, 0).float().cpu().numpy()
+        return arrow_ops.apply_still_mask(out, still)
+
     def check_painting_inputs(self, num_frames, steps, p_vsds, proxy_strength, strength, motion_guidance,
-                              fusion, policy, guidance) -> None:
-        check(isinstance(num_frames, int) and 2 <= num_frames <= self.max_frames,
-              f"frames={num_frames} must be in [2, {self.max_frames}] (this motion module's window)")
+                              fusion, policy, guidance, long_ok: bool = False) -> None:
+        if long_ok:
+            check(isinstance(num_frames, int) and num_frames >= 2, f"frames={num_frames} must be an integer >= 2")
+        else:
+            check(isinstance(num_frames, int) and 2 <= num_frames <= self.max_frames,
+                  f"frames={num_frames} must be in [2, {self.max_frames}] (this motion module's window; longer "
+                  f"videos need the image-to-video module: control trained or none)")
         check(isinstance(steps, int) and steps >= 2, f"steps={steps} must be an integer >= 2")
         check(0.0 < p_vsds < 1.0, f"p_vsds={p_vsds} must be in (0, 1)")
         check(0.0 < proxy_strength <= 1.0, f"proxy_strength={proxy_strength} must be in (0, 1]")
@@ -170,6 +253,26 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         check(fusion in FUSIONS, f"fusion='{fusion}' must be one of {', '.join(FUSIONS)}")
         check(policy in POLICIES, f"policy='{policy}' must be one of {', '.join(POLICIES)}")
         check(guidance >= 0 and np.isfinite(guidance), f"guidance={guidance} must be a finite number >= 0")
+
+    def _keyframe_pins(self, keyframes, painting: Painting, num_frames: int, noise: torch.Tensor, decay: float,
+                       mode: str = "noised"):
+        """:class:`~shanshui.control.keyframes.KeyframePins` on the painting's canvas, sharing ``noise``."""
+        from ..control.keyframes import KeyframePins, as_keyframes, encode_rgb, keyframe_rgb, resolve_indices
+
+        keys = resolve_indices(as_keyframes(keyframes), num_frames)
+        if not keys:
+            return None
+        check(keys[0].index != 0, "keyframe index 0 is the painting itself; pin frames 1.."
+                                  f"{num_frames - 1} (or -1 for the last)")
+        x0, y0, x1, y1 = painting.content
+        images = []
+        for k in keys:
+            canvas = painting.image.copy()
+            canvas[y0:y1, x0:x1] = keyframe_rgb(k.image, x1 - x0, y1 - y0)
+            images.append(canvas)
+        idx = [k.index for k in keys]
+        z = encode_rgb(self, np.stack(images)).to(noise.dtype)
+        return KeyframePins(self.scheduler, idx, z, noise[:, :, idx], num_frames, decay, mode)
 
     # ------------------------------------------------------------------ main
     @torch.no_grad()
@@ -203,17 +306,56 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         output_type: str = "np",
         decode_chunk_size: int = 16,
         progress: bool = True,
+        control: str = "training-free",
+        flow=None,
+        speed: float | None = None,
+        refine: bool = True,
+        keyframes=None,
+        keyframe_decay: float = 2.0,
+        keyframe_mode: str = "noised",
     ) -> PaintingVideoOutput:
-        """Animate ``painting`` (path, PIL image, array or :class:`Painting`) as described by ``prompt``."""
+        """Animate ``painting`` (path, PIL image, array or :class:`Painting`) as described by ``prompt``.
+
+        ``control``: ``"training-free"`` (the T2V model, the field imposed through cinemagraph latents),
+        ``"trained"`` (the image-to-video model conditioned on the painting, the field — refined by T when it
+        comes from arrows and ``refine`` — and its strength), ``"none"`` (the I2V model without a field).
+        ``flow``: a dense field instead of arrows (px/frame in the painting's pixels). ``speed``: px/frame;
+        the field is scaled so that its mean speed where it moves is ``speed`` (with no field, under
+        ``"none"``, it is the requested mean motion of the frame).
+
+        ``keyframes``: ``(index, image)`` pairs or ``"INDEX:IMAGE"`` strings pinning frames 1..L-1 (frame 0 is
+        the painting) to images fitted to the painting's canvas, as in :mod:`shanshui.control.keyframes`:
+        pinned with the same fixed noise as frame 0, and neighbours start from the fused latent pulled
+        towards the keyframe by ``exp(−d/keyframe_decay)``; ``keyframe_mode="clean"`` pins the clean latent."""
+
         # 1. Check inputs, bring the painting in
         check(isinstance(prompt, str) and prompt.strip() != "", "prompt must be a non-empty string")
         check(output_type in ("np", "pt", "pil", "latent"),
               f"output_type='{output_type}' must be np|pt|pil|latent")
         self.check_painting_inputs(num_frames, num_inference_steps, p_vsds, proxy_strength, strength,
-                                   motion_guidance, fusion, policy, guidance_scale)
+                                   motion_guidance, fusion, policy, guidance_scale,
+                                   long_ok=control in ("trained", "none") and self.i2v is not None)
         check(decode_chunk_size >= 1, f"decode_chunk_size={decode_chunk_size} must be >= 1")
+        check(control in CONTROLS, f"control='{control}' must be one of {', '.join(CONTROLS)}")
+        check(control == "training-free" or self.i2v is not None,
+              f"control='{control}' needs a model with an image-to-video module (i2v/); this one has none")
+        check(flow is None or not arrows, "give arrows or a dense flow, not both")
+        if speed is not None:
+            check(np.isfinite(speed) and 0 <= speed <= MAX_SPEED, f"strength={speed} px/frame must be in "
+                                                                   f"[0, {MAX_SPEED:g}]")
+        if keyframes:
+            from ..control.keyframes import as_keyframes, resolve_indices
+
+            keys = resolve_indices(as_keyframes(keyframes), num_frames)
+            check(keys[0].index != 0, "keyframe index 0 is the painting itself; pin frames 1.."
+                                      f"{num_frames - 1} (or -1 for the last)")
         if not isinstance(painting, Painting):
             painting = prepare_painting(painting, policy, long_side or self.native_size, size)
+        check_animatable(painting)
+        if speed is not None:
+            limit = min(painting.size) / 4
+            check(speed <= limit, f"strength={speed:g} px/frame is absurd for a {painting.size[0]}x"
+                                  f"{painting.size[1]} canvas (at most {limit:g}: a quarter of its shorter side)")
         if generator is None:
             generator = torch.Generator(device="cpu").manual_seed(0 if seed is None else int(seed))
         device, L = self._execution_device, num_frames
@@ -222,8 +364,25 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         dtype = text_embeds.dtype
 
         # 2. Motion field (px/frame on the working canvas) and still mask
-        velocity, still = self.motion_field(painting, arrows, still_mask, strength, L, sigma, threshold)
-        moving = bool(np.any(velocity != 0))
+        if flow is not None:
+            velocity, still = self.flow_field(painting, flow, still_mask, L)
+            velocity = velocity * np.float32(strength)
+        else:
+            velocity, still = self.motion_field(painting, arrows, still_mask, strength, L, sigma, threshold)
+        trained = control != "training-free"
+        if control == "trained" and refine and flow is None and np.any(velocity != 0):
+            velocity = self.refine_field(velocity, painting.image, still)
+        if control == "none":
+            velocity = np.zeros_like(velocity)
+        if speed is not None:
+            velocity = scale_to_speed(velocity, speed)
+        moving = bool(np.any(velocity != 0)) and not trained
+        if num_frames > self.max_frames:
+            check(not keyframes, f"keyframes are not supported for long videos (frames={num_frames} > "
+                                 f"{self.max_frames}); generate at most {self.max_frames} frames to pin keyframes")
+            return self._call_long_i2v(painting, prompt, negative_prompt, text_embeds, velocity, still, control,
+                                       speed, num_frames, num_inference_steps, guidance_scale, generator,
+                                       output_type, decode_chunk_size, still_composite, progress)
 
         # 3. Proxy image
         z_paint = self.encode_images(painting.image[None])                             # (1, c, 1, h, w)
@@ -250,7 +409,81 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         z_r = video_latents(painting.image, z_paint)                                    # (1, c, L, h, w)
         z_s = video_latents(proxy_img, z_proxy) if use_proxy else None
 
-        # 5. Dual-path VSDS with one fixed noise sample
+        # 5. Dual-path VSDS with one fixed noise sample (with the I2V model and its schedule when trained)
+        base_scheduler = self.scheduler
+        if trained:
+            self._i2v_ctx = self._i2v_context(z_paint[:, :, 0], velocity, control, speed, L)
+            self.scheduler = self.i2v_scheduler
+        try:
+            return self._vsds_and_denoise(painting, velocity, still, moving, z_paint, z_r, z_s, text_embeds,
+                                          num_inference_steps, guidance_scale, p_vsds, use_vsds, vsds_alphas,
+                                          fusion, motion_guidance, generator, output_type, decode_chunk_size,
+                                          still_composite, progress, proxy_img, L, keyframes, keyframe_decay,
+                                          keyframe_mode)
+        finally:
+            self.scheduler = base_scheduler
+            self._i2v_ctx = None
+
+    def _i2v_context(self, z_first, velocity, control, speed, frames):
+        device = self._execution_device
+        H, W = velocity.shape[:2]
+        m_s = None
+        if np.any(velocity != 0):
+            m_s = float(np.linalg.norm(velocity, axis=-1).mean())
+        elif speed is not None:
+            m_s = float(speed)
+        motion = None
+        if control == "trained":
+            v = torch.from_numpy(velocity).permute(2, 0, 1).to(device)                      # (2, H, W)
+            motion = v[None, None].expand(1, frames, 2, H, W)
+        return {"first": z_first, "motion": motion, "strength": None if m_s is None else torch.tensor([m_s])}
+
+    def _call_long_i2v(self, painting, prompt, negative_prompt, text_embeds, velocity, still, control, speed,
+                       num_frames, steps, guidance, generator, output_type, chunk, still_composite, progress):
+        """Longer than the window: phased inference + shared noise reschedule (SPEC §2.4,
+        :func:`~shanshui.pipelines.long_video.generate_long`) with the I2V model, every clip conditioned on the
+        painting, its field and strength (the paper conditions every clip on the input image); frame 0 is the
+        painting's latent. The proxy / VSDS / fusion initialisation applies to single clips only."""
+        from .long_video import DEFAULT_CLIP_FRAMES, DEFAULT_OVERLAP, generate_long
+
+        check(output_type in ("np", "latent"), f"output_type='{output_type}' must be np or latent for long videos")
+        sc = self.i2v_scheduler.config
+        check(sc.prediction_type == "epsilon" and sc.get("timestep_spacing", "leading") == "leading",
+              f"videos longer than {self.max_frames} frames need an epsilon-prediction I2V model with 'leading' "
+              f"timesteps (the phased sampler's DDIM update); this one uses {sc.prediction_type}, "
+              f"'{sc.get('timestep_spacing', 'leading')}'")
+        W, H = painting.size
+        z_paint = self.encode_images(painting.image[None])                                  # (1, c, 1, h, w)
+        clip = min(DEFAULT_CLIP_FRAMES, self.max_frames)
+        self._i2v_ctx = self._i2v_context(z_paint[:, :, 0], velocity, control, speed, clip)
+        base_scheduler, self.scheduler = self.scheduler, self.i2v_scheduler
+        try:
+            result = generate_long(self, prompt, negative_prompt, num_frames, H, W, steps, guidance, generator,
+                                   clip_frames=clip, overlap=min(DEFAULT_OVERLAP, clip // 2), output_type="latent",
+                                   progress=progress)
+        finally:
+            self.scheduler = base_scheduler
+            self._i2v_ctx = None
+        latents = result.latents.clone()
+        latents[:, :, :1] = z_paint
+        extras = dict(latents=latents, painting=painting, proxy=None, velocity=velocity, still=still, fused=None)
+        if output_type == "latent":
+            return PaintingVideoOutput(frames=latents, **extras)
+        video = self.decode_latents(latents, chunk)
+        if still is not None and still_composite:
+            video = hold_still(video, still)
+        x0, y0, x1, y1 = painting.content
+        if (x0, y0, x1, y1) != (0, 0, W, H):
+            video = video[..., y0:y1, x0:x1]
+        return PaintingVideoOutput(frames=self._postprocess(video, "np"), **extras)
+
+    def _vsds_and_denoise(self, painting, velocity, still, moving, z_paint, z_r, z_s, text_embeds,
+                          num_inference_steps, guidance_scale, p_vsds, use_vsds, vsds_alphas, fusion,
+                          motion_guidance, generator, output_type, decode_chunk_size, still_composite, progress,
+                          proxy_img, L, keyframes=None, keyframe_decay: float = 2.0,
+                          keyframe_mode: str = "noised") -> PaintingVideoOutput:
+        device, dtype = self._execution_device, text_embeds.dtype
+        W, H = painting.size
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         train_T = int(self.scheduler.config.num_train_timesteps)
@@ -278,6 +511,16 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         m_move = _latent_mask(np.linalg.norm(velocity, axis=-1) > 0, h, w, device, dtype) if moving else None
         n_guided = int(round(motion_guidance * len(t_denoise)))
 
+        pins = self._keyframe_pins(keyframes, painting, L, noise, keyframe_decay, keyframe_mode)
+        if pins is not None:
+            which, dist = pins.nearest()
+            from ..control.keyframes import correlation
+
+            r = torch.as_tensor(correlation(dist, keyframe_decay), device=device, dtype=dtype).view(1, 1, -1, 1, 1)
+            start = fused + r * (pins.z[:, :, which] - fused)
+        else:
+            start = fused
+
         def impose(z: torch.Tensor, t, i: int | None) -> torch.Tensor:
             def put(z, known, mask):
                 target = known if t is None else self.noise_to(known, noise, t)
@@ -286,15 +529,18 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
                 z = put(z, fused, m_move)
             if m_still is not None:
                 z = put(z, known_still, m_still)
-            return put(z, known_still, frame0)
+            z = put(z, known_still, frame0)
+            # a pinned frame is the whole keyframe latent (the VAE decoder's attention sees the whole latent,
+            # so only a complete latent decodes to the keyframe); still regions are held again in pixels
+            return z if pins is None else pins.pin(z, t)
 
-        latents = self.noise_to(fused, noise, t_denoise[0])
+        latents = self.noise_to(start, noise, t_denoise[0])
         step_kwargs = self._step_kwargs(generator, 0.0)
         with tqdm(total=len(t_denoise), desc="animating", disable=not progress, leave=False) as bar:
             for i, t in enumerate(t_denoise):
                 latents = impose(latents, t, i)
-                eps = self.predict_noise(latents, t, text_embeds, guidance_scale)
-                latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+                out = self.predict(latents, t, text_embeds, guidance_scale)
+                latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
                 bar.update()
         latents = impose(latents, None, None if motion_guidance >= 1.0 else len(t_denoise))
         extras = dict(latents=latents, painting=painting, proxy=proxy_img, velocity=velocity, still=still,
@@ -314,9 +560,50 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
 
 def load_painting_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                            sparse_causal: str | None = None, device: str | torch.device = "cpu",
-                           dtype: torch.dtype = torch.float32) -> PaintingToVideoPipeline:
-    """:func:`~shanshui.pipelines.text_to_video.load_pipeline` (same files and defaults), for paintings."""
+                           dtype: torch.dtype = torch.float32, i2v: str | Path | None = None,
+                           **load_options) -> PaintingToVideoPipeline:
+    """:func:`~shanshui.pipelines.text_to_video.load_pipeline` (same files and defaults), for paintings, plus
+    the image-to-video module from ``i2v`` (a ``train-control`` output folder) or, by default, the model's own
+    ``i2v/`` folder when it has one. ``load_options``: ``ema``, ``vae``, ``loras``, ``lora_fuse`` of
+    :func:`~shanshui.pipelines.text_to_video.load_pipeline`."""
     from .text_to_video import load_pipeline
 
-    base = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype)
-    return PaintingToVideoPipeline(**base.components)
+    base = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype,
+                         **load_options)
+    pipe = PaintingToVideoPipeline(**base.components)
+    pipe.load_notes = base.load_notes
+    from .loading import BUNDLED_DIR
+
+    folder = i2v_folder(model) if i2v is None else Path(i2v)
+    if folder is not None:
+        image_model = BUNDLED_DIR if model is None else Path(model)
+        check(image_model.is_dir(), f"an image-to-video module needs a diffusers model folder, not '{image_model}'")
+        attach_i2v(pipe, folder, image_model, device=device, dtype=dtype)
+    return pipe
+
+
+def i2v_folder(model: str | Path | None) -> Path | None:
+    """Where a model keeps its image-to-video module (``MODEL/i2v``; the bundled one for ``None``), if any."""
+    from ..models.control import has_control
+    from .loading import BUNDLED_DIR
+
+    root = BUNDLED_DIR if model is None else Path(model)
+    folder = root / "i2v" if root.is_dir() else None
+    return folder if folder is not None and has_control(folder) else None
+
+
+def attach_i2v(pipe: PaintingToVideoPipeline, folder: str | Path, image_model: str | Path, device="cpu",
+               dtype=torch.float32) -> None:
+    """Load the I2V model of ``folder`` (strict) on the image UNet of ``image_model`` (a diffusers folder),
+    with the noise schedule it was trained with."""
+    from diffusers import UNet2DConditionModel
+
+    from ..models.control import control_scheduler, has_control, load_control
+
+    folder = Path(folder)
+    check(has_control(folder), f"'{folder}' holds no image-to-video module (control.safetensors + "
+                               f"motion_module.safetensors)")
+    unet2d = UNet2DConditionModel.from_pretrained(Path(image_model) / "unet", local_files_only=True)
+    model = load_control(folder, unet2d)
+    pipe.i2v = model.to(device=device, dtype=dtype).eval()
+    pipe.i2v_scheduler = control_scheduler(folder, "ddim")

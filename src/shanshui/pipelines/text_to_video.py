@@ -82,18 +82,29 @@ class TextToVideoPipeline(DiffusionPipeline):
             latents = latents.to(self._execution_device, dtype)
         return latents * self.scheduler.init_noise_sigma
 
-    def predict_noise(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
-        """One guided ε prediction for a latent video ``(b, c, f, h, w)``."""
+    def predict(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
+        """One guided network output for a latent video ``(b, c, f, h, w)``, in the scheduler's
+        parameterisation (ε or v: ``self.scheduler.config.prediction_type``); guidance is linear in either."""
         cfg = guidance_scale > 1.0
         model_in = torch.cat([latents] * 2) if cfg else latents
         model_in = self.scheduler.scale_model_input(model_in, t)
         frames = latents.shape[2]
         cond = text_embeds.repeat_interleave(frames, dim=0)
-        eps = self.unet(model_in, t, encoder_hidden_states=cond).sample
+        out = self.unet(model_in, t, encoder_hidden_states=cond).sample
         if cfg:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance_scale * (eps_c - eps_u)
-        return eps
+            out_u, out_c = out.chunk(2)
+            out = out_u + guidance_scale * (out_c - out_u)
+        return out
+
+    def predict_noise(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
+        """One guided ε prediction for a latent video ``(b, c, f, h, w)`` (converted from v when needed)."""
+        return self.split(self.predict(latents, t, text_embeds, guidance_scale), latents, t)[1]
+
+    def split(self, output: torch.Tensor, latents: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x0, ε)`` implied by a network output at ``t`` (stable for ε and v models alike)."""
+        from ..schedulers import split_prediction
+
+        return split_prediction(self.scheduler, output, latents, t)
 
     def decode_latents(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
         """``(b, c, f, h, w)`` latents -> ``(b, f, 3, H, W)`` float32 images in [0, 1], ``chunk`` frames at a time.
@@ -137,12 +148,21 @@ class TextToVideoPipeline(DiffusionPipeline):
         overlap: int = 4,
         clip_frames: int | None = None,
         frame_sink=None,
+        keyframes=None,
+        keyframe_decay: float = 2.0,
+        keyframe_mode: str = "noised",
+        fusion: str = "crossfade",
     ) -> VideoOutput:
         """Generate a video for ``prompt``. See the module docstring for defaults.
 
         Videos longer than ``self.max_frames`` go through :func:`~shanshui.pipelines.long_video.generate_long`
-        (``gamma``, ``omega``, ``overlap``, ``clip_frames`` apply there only); with ``frame_sink`` its frames are
-        handed over as uint8 chunks instead of being returned (``frames`` is then ``None``).
+        (``gamma``, ``omega``, ``overlap``, ``clip_frames``, ``fusion`` apply there only); with ``frame_sink`` its
+        frames are handed over as uint8 chunks instead of being returned (``frames`` is then ``None``).
+
+        ``keyframes``: ``(index, image)`` pairs or ``"INDEX:IMAGE"`` strings pinning frames to images
+        (:mod:`shanshui.control.keyframes`); ``keyframe_decay``: how many frames the keyframe's influence on the
+        neighbours' starting noise takes to fall to 1/e; ``keyframe_mode``: ``"noised"`` (training-free) or
+        ``"clean"`` (for motion modules trained with ``loss.lambda_key``).
         """
         # 1. Check inputs
         native = self.unet.config.sample_size * self.vae_scale_factor
@@ -154,11 +174,15 @@ class TextToVideoPipeline(DiffusionPipeline):
         check(interpolate_times in (1, 2, 4, 8), f"interpolate_times={interpolate_times} must be 1, 2, 4 or 8")
         if generator is None and seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        if keyframes:
+            from ..control.keyframes import check_not_long
+
+            check_not_long(keyframes, num_frames, self.max_frames)
         if num_frames > self.max_frames:
             return self._call_long(prompt, negative_prompt, num_frames, height, width, num_inference_steps,
                                    guidance_scale, generator, eta, latents, output_type, decode_chunk_size,
                                    interpolate_times, interpolation_flow, progress, gamma, omega, overlap,
-                                   clip_frames, frame_sink)
+                                   clip_frames, frame_sink, fusion)
 
         # 2. Encode the prompt
         text_embeds = self.encode_prompt(prompt, negative_prompt, cfg=guidance_scale > 1.0)
@@ -171,13 +195,24 @@ class TextToVideoPipeline(DiffusionPipeline):
         shape = (1, self.unet.config.in_channels, num_frames,
                  height // self.vae_scale_factor, width // self.vae_scale_factor)
         latents = self.prepare_latents(shape, text_embeds.dtype, generator, latents)
+        pins = None
+        if keyframes:
+            from ..control.keyframes import make_pins
+
+            pins = make_pins(self, keyframes, num_frames, width, height, generator, latents.dtype, keyframe_decay,
+                             mode=keyframe_mode)
+            latents = pins.start(latents, timesteps[0])
         step_kwargs = self._step_kwargs(generator, eta)
 
-        # 5. Denoise
+        # 5. Denoise (keyframes: pinned frames re-imposed before every UNet call and after every step)
         with tqdm(total=len(timesteps), desc="denoising", disable=not progress, leave=False) as bar:
-            for t in timesteps:
-                eps = self.predict_noise(latents, t, text_embeds, guidance_scale)
-                latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+            for i, t in enumerate(timesteps):
+                if pins is not None:
+                    latents = pins.pin(latents, t)
+                out = self.predict(latents, t, text_embeds, guidance_scale)
+                latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
+                if pins is not None:
+                    latents = pins.pin(latents, timesteps[i + 1] if i + 1 < len(timesteps) else None)
                 bar.update()
         if output_type == "latent":
             return VideoOutput(frames=latents, latents=latents)
@@ -197,7 +232,7 @@ class TextToVideoPipeline(DiffusionPipeline):
 
     def _call_long(self, prompt, negative_prompt, num_frames, height, width, steps, guidance, generator, eta,
                    latents, output_type, chunk, interpolate_times, flow, progress, gamma, omega, overlap,
-                   clip_frames, frame_sink) -> VideoOutput:
+                   clip_frames, frame_sink, fusion="crossfade") -> VideoOutput:
         from .long_video import generate_long
 
         check(latents is None, "latents cannot be given for long videos (frames > the motion module's window)")
@@ -206,7 +241,7 @@ class TextToVideoPipeline(DiffusionPipeline):
                                generator, gamma=gamma, omega=omega, overlap=overlap, clip_frames=clip_frames,
                                decode_chunk_size=chunk, interpolate_times=interpolate_times,
                                interpolation_flow=flow, output_type="latent" if output_type == "latent" else "np",
-                               frame_sink=frame_sink, progress=progress)
+                               frame_sink=frame_sink, progress=progress, fusion=fusion)
         if output_type == "latent":
             return VideoOutput(frames=result.latents, latents=result.latents)
         if result.frames is None:
@@ -245,13 +280,27 @@ class TextToVideoPipeline(DiffusionPipeline):
         return [[Image.fromarray((f * 255).round().astype(np.uint8)) for f in clip] for clip in frames]
 
 
+def model_objective(model) -> dict:
+    """The model folder's objective (prediction type, terminal SNR, spacing); {} for single files."""
+    from ..schedulers import read_objective
+
+    path = Path(model).expanduser()
+    return read_objective(path) if path.is_dir() else {}
+
+
 def load_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                   sparse_causal: str | None = None, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32, norm: str | None = None) -> TextToVideoPipeline:
+                  dtype: torch.dtype = torch.float32, ema: bool = False, vae: str | Path | None = None,
+                  loras=(), lora_fuse: bool = True, norm: str | None = None) -> TextToVideoPipeline:
     """Build the pipeline from local files. ``model=None`` -> the bundled model (and its motion module).
 
-    ``norm`` overrides the motion GroupNorm mode chosen by :func:`~shanshui.models.motion_io.load_motion_module`
-    (``"joint"`` reproduces diffusers' ``AnimateDiffPipeline`` on a ``MotionAdapter`` folder).
+    ``ema``: a single-file checkpoint's EMA UNet weights. ``vae``: a VAE folder/file replacing (or supplying)
+    the model's VAE. ``loras``: ``(path, scale)`` pairs or ``"PATH[:SCALE]"`` strings, applied in order to
+    the UNet (spatial and motion layers) and text encoder — fused into the weights, or as removable hooks
+    with ``lora_fuse=False`` (see :mod:`shanshui.models.lora`). What was loaded is described in
+    ``pipe.load_notes`` (a list of one-line messages). ``norm`` overrides the motion GroupNorm mode chosen by
+    :func:`~shanshui.models.motion_io.load_motion_module` (``"joint"`` reproduces diffusers'
+    ``AnimateDiffPipeline`` on a ``MotionAdapter`` folder).
     """
     from ..models.motion import build_video_unet, set_temporal_attention
     from ..models.motion_io import load_motion_module
@@ -263,12 +312,28 @@ def load_pipeline(model: str | Path | None = None, motion_module: str | Path | N
             raise ShanshuiError("no bundled model is installed in this package; pass --model PATH")
         model, motion_module = BUNDLED_DIR, motion_module or BUNDLED_MOTION
     check(motion_module is not None, "a motion module is required (--motion-module PATH)")
-    components = load_base_components(model, dtype)
+    lora_specs = [parse_lora(x) for x in loras]
+    notes: list[str] = []
+    components = load_base_components(model, dtype, ema=ema, vae=vae, notes=notes)
     state, config = load_motion_module(motion_module, norm=norm)
     video_unet = build_video_unet(components["unet"], config, state)
     if sparse_causal is not None:
         set_temporal_attention(video_unet, sparse_causal, config.versatile)
     pipe = TextToVideoPipeline(vae=components["vae"], text_encoder=components["text_encoder"],
-                               tokenizer=components["tokenizer"], unet=video_unet, scheduler=make_scheduler())
+                               tokenizer=components["tokenizer"], unet=video_unet,
+                               scheduler=make_scheduler(objective=model_objective(model)))
     pipe.to(device=device, dtype=dtype)
+    if lora_specs:
+        from ..models.lora import apply_loras
+
+        for report in apply_loras(pipe, lora_specs, fuse=lora_fuse):
+            notes.append(report.summary())
+    pipe.load_notes = notes
     return pipe
+
+
+def parse_lora(spec) -> tuple[Path, float]:
+    """``"PATH[:SCALE]"`` or ``(path, scale)`` -> ``(Path, float)``."""
+    from ..models.lora import parse_lora_spec
+
+    return parse_lora_spec(spec)

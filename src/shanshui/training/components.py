@@ -21,18 +21,26 @@ logger = logging.getLogger("shanshui.training")
 
 
 class TrainableNet(nn.Module):
-    """The video UNet plus the noise adapter: ``(z_t, t, text) -> (ε_θ, frame embeddings or None)``."""
+    """The video UNet plus the noise adapter: ``(z_t, t, text) -> (ε_θ, frame embeddings or None)``.
 
-    def __init__(self, unet: nn.Module, adapter: nn.Module):
+    ``lora``: a :class:`~shanshui.models.lora.MotionLoRA` hooked into the UNet's motion modules (then it, not
+    the motion modules, is what learns)."""
+
+    def __init__(self, unet: nn.Module, adapter: nn.Module, lora: nn.Module | None = None):
         super().__init__()
         self.unet = unet
         self.adapter = adapter
+        self.lora = lora
 
     def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, text_embeds: torch.Tensor,
-                with_embeddings: bool = True):
-        eps = self.unet(noisy_latents, timesteps, encoder_hidden_states=text_embeds).sample  # (b, c, f, h, w)
-        emb = self.adapter(eps) if with_embeddings else None                                 # (b, f, p)
-        return eps, emb
+                with_embeddings: bool = True, to_eps=None):
+        """``to_eps(output)`` turns a v-prediction into the predicted noise the adapter embeds (None: the
+        output already is ε)."""
+        out = self.unet(noisy_latents, timesteps, encoder_hidden_states=text_embeds).sample  # (b, c, f, h, w)
+        emb = None
+        if with_embeddings:
+            emb = self.adapter(out if to_eps is None else to_eps(out))                      # (b, f, p)
+        return out, emb
 
 
 @dataclass
@@ -55,6 +63,8 @@ class TrainingModels:
     def trainable_parameters(self) -> list[nn.Parameter]:
         from ..models.motion import motion_parameters
 
+        if self.net.lora is not None:
+            return list(self.net.lora.parameters()) + list(self.net.adapter.parameters())
         return motion_parameters(self.net.unet) + list(self.net.adapter.parameters())
 
     def frozen_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -66,11 +76,12 @@ class TrainingModels:
         return out
 
 
-def make_noise_scheduler():
-    """DDPM training schedule: linear betas 0.00085–0.012 over 1000 steps, ε-prediction (SPEC §0)."""
+def make_noise_scheduler(objective: dict | None = None):
+    """DDPM training schedule: linear betas 0.00085–0.012 over 1000 steps (SPEC §0), ε-prediction unless the
+    base model's folder names another objective (:func:`~shanshui.schedulers.read_objective`)."""
     from ..schedulers import make_scheduler
 
-    return make_scheduler("ddpm")
+    return make_scheduler("ddpm", objective=objective)
 
 
 def _motion_fields(cfg: ModelConfig) -> dict:
@@ -91,6 +102,7 @@ def build_models(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "
     from ..models.motion import MotionConfig, build_video_unet, freeze_image_layers
     from ..models.noise_adapter import NoiseAdapter
 
+    objective: dict = {}
     if cfg.preset is not None:
         from ..models.presets import make_components
 
@@ -98,8 +110,10 @@ def build_models(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "
         motion_config = comps["motion_config"]
     else:
         from ..pipelines.loading import load_base_components
+        from ..pipelines.text_to_video import model_objective
 
         comps = load_base_components(cfg.base_model, torch.float32)
+        objective = model_objective(cfg.base_model)
         motion_config = MotionConfig.for_unet(comps["unet"].config, **_motion_fields(cfg))
 
     state = None
@@ -125,6 +139,14 @@ def build_models(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "
                            hidden_dim=cfg.adapter_hidden_dim, proj_dim=cfg.adapter_proj_dim)
 
     freeze_image_layers(unet)
+    lora = None
+    if cfg.lora_rank > 0:
+        from ..models.lora import MotionLoRA
+        from ..models.motion import motion_parameters
+
+        for p in motion_parameters(unet):
+            p.requires_grad_(False)
+        lora = MotionLoRA(unet, cfg.lora_rank)
     adapter.requires_grad_(True)
     vae, text_encoder = comps["vae"], comps["text_encoder"]
     vae.requires_grad_(False).eval()
@@ -133,17 +155,18 @@ def build_models(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
 
-    net = TrainableNet(unet, adapter).to(device)
+    net = TrainableNet(unet, adapter, lora).to(device)
     for frozen in (vae, text_encoder):
         frozen.to(device)
         if frozen_dtype != torch.float32:
             frozen.to(frozen_dtype)
     return TrainingModels(net=net, vae=vae, text_encoder=text_encoder, tokenizer=comps["tokenizer"],
-                          noise_scheduler=make_noise_scheduler(), motion_config=unet.shanshui_motion_config)
+                          noise_scheduler=make_noise_scheduler(objective), motion_config=unet.shanshui_motion_config)
 
 
 def save_trained_weights(models: TrainingModels, folder: str | Path, unet=None, adapter=None) -> dict[str, Path]:
-    """Write the motion module (AnimateDiff key names + JSON config) and the noise adapter, both safetensors."""
+    """Write the motion module (AnimateDiff key names + JSON config) — or, when a motion LoRA is trained,
+    ``motion_lora.safetensors`` (diffusers/peft keys) — and the noise adapter, all safetensors."""
     import json
 
     from safetensors.torch import save_file
@@ -155,12 +178,16 @@ def save_trained_weights(models: TrainingModels, folder: str | Path, unet=None, 
     folder.mkdir(parents=True, exist_ok=True)
     unet = unet if unet is not None else models.unet
     adapter = adapter if adapter is not None else models.adapter
-    motion_path = save_motion_module(unet, folder / "motion_module.safetensors", models.motion_config)
+    if models.net.lora is not None:
+        motion_key, motion_path = "motion_lora", models.net.lora.save(folder / "motion_lora.safetensors")
+    else:
+        motion_key = "motion_module"
+        motion_path = save_motion_module(unet, folder / "motion_module.safetensors", models.motion_config)
     adapter_path = folder / "noise_adapter.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in adapter.state_dict().items()}
     with atomic_output(adapter_path) as tmp:
         save_file(state, str(tmp), metadata={"config": json.dumps(dict(adapter.config)), "format": "pt"})
-    return {"motion_module": motion_path, "noise_adapter": adapter_path}
+    return {motion_key: motion_path, "noise_adapter": adapter_path}
 
 
 def load_trained_weights(models: TrainingModels, folder: str | Path) -> None:
@@ -170,6 +197,13 @@ def load_trained_weights(models: TrainingModels, folder: str | Path) -> None:
     from ..models.motion_io import load_motion_module, load_state_dict_strict, motion_state_dict
 
     folder = Path(folder)
+    if models.net.lora is not None:
+        lora_file = folder / "motion_lora.safetensors"
+        if not lora_file.is_file():
+            raise ShanshuiError(f"checkpoint '{folder}' has no motion_lora.safetensors")
+        models.net.lora.load_diffusers_state_dict(load_file(str(lora_file)), f"checkpoint '{folder}'")
+        _load_adapter(models, folder)
+        return
     state, _ = load_motion_module(folder / "motion_module.safetensors")
     expected = motion_state_dict(models.unet)
     missing = sorted(set(expected) - set(state))
@@ -187,6 +221,14 @@ def load_trained_weights(models: TrainingModels, folder: str | Path) -> None:
         current = models.unet.state_dict()  # tensors share storage with the module: copy_ writes through
         for key, value in state.items():
             current[key].copy_(value)
+    _load_adapter(models, folder)
+
+
+def _load_adapter(models: TrainingModels, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    from ..models.motion_io import load_state_dict_strict
+
     adapter_file = folder / "noise_adapter.safetensors"
     if not adapter_file.is_file():
         raise ShanshuiError(f"checkpoint '{folder}' has no noise_adapter.safetensors")

@@ -49,6 +49,7 @@ class ModelConfig:
     adapter_hidden_dim: int = 512
     adapter_proj_dim: int = 128
     gradient_checkpointing: bool = False
+    lora_rank: int = 0                   # > 0: train a rank-R motion LoRA on model.motion_module instead of it
 
 
 @dataclass
@@ -79,6 +80,7 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     max_steps: int = 40000               # optimizer steps
+    max_minutes: float = 0.0             # safety net: end (with the final save) after this long; 0 = never
     lr_scheduler: str = "constant_with_warmup"
     warmup_steps: int = 0
 
@@ -90,6 +92,8 @@ class LossConfig:
     m: int = 4
     tau: float = 0.07
     positives: str = "next"
+    lambda_key: float = 0.0              # CCDM eq. 13's λ2: clean keyframes pinned in a second pass (0 = off)
+    keyframes: int = 1                   # frames pinned per clip for the λ2 term
 
 
 @dataclass
@@ -297,6 +301,9 @@ def validate(cfg: TrainConfig) -> None:
         check(Path(m.base_model).expanduser().exists(), f"model.base_model '{m.base_model}' does not exist")
     if m.motion_module is not None:
         check(Path(m.motion_module).expanduser().exists(), f"model.motion_module '{m.motion_module}' does not exist")
+    _non_negative(m.lora_rank, "model.lora_rank")
+    check(m.lora_rank == 0 or m.motion_module is not None,
+          f"model.lora_rank={m.lora_rank} trains a LoRA on an existing motion module: set model.motion_module")
     check(m.sparse_causal in SPARSE_CAUSAL_MODES,
           f"model.sparse_causal='{m.sparse_causal}' must be one of {', '.join(SPARSE_CAUSAL_MODES)}")
     check(m.norm in NORM_MODES, f"model.norm='{m.norm}' must be one of {', '.join(NORM_MODES)}")
@@ -336,6 +343,7 @@ def validate(cfg: TrainConfig) -> None:
     _positive(o.eps, "optim.eps")
     _non_negative(o.max_grad_norm, "optim.max_grad_norm")
     _positive(s.max_steps, "schedule.max_steps")
+    _non_negative(s.max_minutes, "schedule.max_minutes")
     check(s.lr_scheduler in LR_SCHEDULERS,
           f"schedule.lr_scheduler='{s.lr_scheduler}' must be one of {', '.join(LR_SCHEDULERS)}")
     _non_negative(s.warmup_steps, "schedule.warmup_steps")
@@ -346,6 +354,10 @@ def validate(cfg: TrainConfig) -> None:
     _non_negative(lo.lambda_con, "loss.lambda_con")
     check(lo.lambda_diff > 0 or lo.lambda_con > 0, "loss.lambda_diff and loss.lambda_con cannot both be 0")
     check(lo.m >= 1, f"loss.m={lo.m} must be >= 1")
+    _non_negative(lo.lambda_key, "loss.lambda_key")
+    if lo.lambda_key > 0:
+        check(1 <= lo.keyframes < d.frames, f"loss.keyframes={lo.keyframes} must be in [1, {d.frames - 1}] "
+                                            f"(some frames of the {d.frames}-frame clip must stay free)")
     _positive(lo.tau, "loss.tau")
     check(lo.positives in POSITIVE_MODES, f"loss.positives='{lo.positives}' must be one of {', '.join(POSITIVE_MODES)}")
     if lo.lambda_con > 0:

@@ -9,8 +9,11 @@ Four phases, run in order and resumable at any checkpoint:
 2. ``latents`` — every training frame is encoded once (posterior mean and std), so phase 3 never runs the
    VAE encoder.
 3. ``unet`` — a CLIP text encoder (with a BPE vocabulary learned from the captions) and a
-   ``UNet2DConditionModel`` are trained jointly with the ε-prediction loss on the linear 0.00085–0.012
-   schedule, with the caption dropped 10 % of the time (classifier-free guidance) and an EMA of both.
+   ``UNet2DConditionModel`` are trained jointly on the linear 0.00085–0.012 schedule with the objective of
+   ``objective`` (ε-prediction by default; v-prediction, zero terminal SNR, trailing spacing and min-SNR-γ
+   weighting are options, see :mod:`shanshui.schedulers`), with the caption dropped 10 % of the time
+   (classifier-free guidance) and an EMA of both. The objective is written into the exported model's
+   ``scheduler/scheduler_config.json``, which every pipeline and stage 2 read.
 4. ``decoder`` (optional, ``vae.decoder_steps``) — the VAE decoder alone is trained further on whole frames,
    decoding posterior samples of the cached latents. The encoder is untouched, so the latents the UNet learned
    stay valid: the pictures get sharper without retraining anything downstream.
@@ -18,8 +21,10 @@ Four phases, run in order and resumable at any checkpoint:
 The result, ``OUTPUT/model/``, is a diffusers folder that :func:`shanshui.pipelines.loading.
 load_base_components` reads, and the base model for stage 2 (``shanshui train`` with ``model.base_model``).
 
-Every random draw of a step comes from a generator seeded by ``(seed, phase, step)``, so a resumed run
-draws exactly the numbers the uninterrupted run would have drawn. Checkpoints are numbered by the count of
+Every random draw of a step comes from a CPU generator seeded by ``(seed, phase, step)``, so a resumed run
+draws exactly the numbers the uninterrupted run would have drawn, on any device. ``device: auto`` trains on
+CUDA when there is one; ``mixed_precision: bf16`` runs the forward passes under bf16 autocast (the weights,
+optimiser state and EMA stay float32). Checkpoints are numbered by the count of
 optimiser steps taken so far in the output folder, over all phases and extensions, so the newest always
 sorts last.
 """
@@ -84,16 +89,30 @@ class VAEPhaseConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    prediction_type: str = "epsilon"     # or "v_prediction"
+    zero_terminal_snr: bool = False      # rescale the betas so that ᾱ_T = 0 (needs v_prediction)
+    timestep_spacing: str = "leading"    # sampling: "leading" (SD 1.5) or "trailing"
+    min_snr_gamma: float = 0.0           # min-SNR-γ loss weighting (0 = off, plain MSE)
+
+    def scheduler_objective(self) -> dict:
+        return {"prediction_type": self.prediction_type, "rescale_betas_zero_snr": self.zero_terminal_snr,
+                "timestep_spacing": self.timestep_spacing}
+
+
+@dataclass
 class UNetPhaseConfig:
     steps: int = 2000
     batch_size: int = 32
     lr: float = 1e-3
     text_lr: float = 5e-4
+    max_minutes: float = 0.0             # safety net: end the UNet phase early after this long (0 = never)
     warmup_steps: int = 50
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     text_dropout: float = 0.1
     ema_decay: float = 0.999
+    stop_after: int = 0                  # end this command after this UNet step (schedule unchanged; 0 = never)
 
 
 @dataclass
@@ -118,8 +137,12 @@ class ImageTrainConfig:
     seed: int = 0
     threads: int = 2
     log_every: int = 25
+    device: str = "auto"                 # auto (CUDA if present, else CPU) | cpu | cuda | cuda:N
+    until: str = "done"                  # "latents": stop after the latent cache (to fork UNet ablations)
+    mixed_precision: str = "no"          # no | bf16 (autocast of the forward passes)
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
     model: ImageModelConfig = field(default_factory=ImageModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     vae: VAEPhaseConfig = field(default_factory=VAEPhaseConfig)
     unet: UNetPhaseConfig = field(default_factory=UNetPhaseConfig)
     checkpoint: ImageCheckpointConfig = field(default_factory=ImageCheckpointConfig)
@@ -148,6 +171,16 @@ def validate_image_config(cfg: ImageTrainConfig, need_data: bool = True) -> None
     check(bool(cfg.output_dir), "output_dir must be set")
     _positive(cfg.threads, "threads")
     _positive(cfg.log_every, "log_every")
+    check(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
+          f"device='{cfg.device}' must be auto, cpu, cuda or cuda:N")
+    check(cfg.mixed_precision in ("no", "bf16"), f"mixed_precision='{cfg.mixed_precision}' must be no or bf16")
+    check(cfg.until in ("latents", "done"), f"until='{cfg.until}' must be latents or done")
+    from ..schedulers import check_objective
+
+    check_objective(cfg.objective.scheduler_objective())
+    _non_negative(cfg.objective.min_snr_gamma, "objective.min_snr_gamma")
+    _non_negative(cfg.unet.stop_after, "unet.stop_after")
+    _non_negative(cfg.unet.max_minutes, "unet.max_minutes")
     if need_data:
         check(d.root is not None, "data.root must name a dataset folder (made by `shanshui data synth`)")
         check((Path(d.root).expanduser() / "metadata.jsonl").is_file(),
@@ -205,13 +238,19 @@ def load_frames(cfg: ImageDataConfig) -> tuple[torch.Tensor, list[str]]:
     if cfg.max_clips:
         records = records[: cfg.max_clips]
     check(bool(records), f"'{root}/metadata.jsonl' lists no clips")
-    frames, captions = [], []
-    for rec in records:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def clip_frames(rec: dict) -> list[np.ndarray]:
         count = int(rec.get("frames", 1))
         idx = sorted(set(np.linspace(0, count - 1, min(cfg.frames_per_clip, count)).round().astype(int).tolist()))
-        for img in read_frames(root / rec["video"], idx, lambda f: resize_center_crop(f, cfg.size)):
-            frames.append(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1))
-            captions.append(rec["caption"])
+        return read_frames(root / rec["video"], idx, lambda f: resize_center_crop(f, cfg.size))
+
+    frames, captions = [], []
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:   # image decoding frees the GIL
+        for rec, imgs in zip(records, pool.map(clip_frames, records)):
+            for img in imgs:
+                frames.append(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1))
+                captions.append(rec["caption"])
     return torch.stack(frames), captions
 
 
@@ -236,11 +275,18 @@ def reconstruction_terms(rec: torch.Tensor, x: torch.Tensor, cfg: VAEPhaseConfig
     return {"loss": loss, "l1": l1.detach(), "mse": mse.detach(), "edge": edge.detach()}
 
 
-def vae_loss(vae, x: torch.Tensor, cfg: VAEPhaseConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def vae_loss(vae, x: torch.Tensor, cfg: VAEPhaseConfig, generator: torch.Generator,
+             autocast_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """Reconstruction loss of ``x`` ``(b, 3, H, W)`` in [-1, 1] through a posterior sample."""
-    post = vae.encode(x).latent_dist
-    z = post.mean + post.std * torch.randn(post.mean.shape, generator=generator)
-    out = reconstruction_terms(vae.decode(z).sample, x, cfg)
+    with _autocast(x.device, autocast_dtype):
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=generator).to(x.device)
+        rec = vae.decode(z).sample
+    out = reconstruction_terms(rec.float(), x, cfg)
     kl = post.kl().mean()
     out["loss"] = out["loss"] + cfg.kl_weight * kl
     out["kl"] = kl.detach()
@@ -248,26 +294,40 @@ def vae_loss(vae, x: torch.Tensor, cfg: VAEPhaseConfig, generator: torch.Generat
 
 
 def decoder_loss(vae, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, cfg: VAEPhaseConfig,
-                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+                 generator: torch.Generator, autocast_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """Reconstruction loss of ``x`` decoded from a posterior sample of its cached latent (encoder not run)."""
-    z = mean + std * torch.randn(mean.shape, generator=generator)
-    return reconstruction_terms(vae.decode(z).sample, x, cfg)
+    z = mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)
+    with _autocast(x.device, autocast_dtype):
+        rec = vae.decode(z).sample
+    return reconstruction_terms(rec.float(), x, cfg)
 
 
 def diffusion_step_loss(unet, text_encoder, noise_scheduler, mean: torch.Tensor, std: torch.Tensor,
                         ids: torch.Tensor, empty_ids: torch.Tensor, scaling: float, text_dropout: float,
-                        generator: torch.Generator) -> torch.Tensor:
-    """ε-prediction loss on cached latents ``(b, 4, h, w)`` with caption token ids ``(b, L)``."""
+                        generator: torch.Generator, min_snr_gamma: float = 0.0,
+                        autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Diffusion loss on cached latents ``(b, c, h, w)`` with caption token ids ``(b, L)``.
+
+    The target is the scheduler's parameterisation (ε or v); with ``min_snr_gamma > 0`` each sample's squared
+    error is weighted by min-SNR-γ. Random numbers come from the CPU ``generator`` and move to the latents'
+    device, so every device draws the same numbers."""
+    from ..schedulers import min_snr_weights, training_target
+
+    device = mean.device
     b = mean.shape[0]
-    z0 = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling
-    drop = torch.rand(b, generator=generator) < text_dropout
-    ids = torch.where(drop[:, None], empty_ids.expand_as(ids), ids)
-    noise = torch.randn(z0.shape, generator=generator)
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
+    z0 = (mean + std * torch.randn(mean.shape, generator=generator).to(device)) * scaling
+    drop = (torch.rand(b, generator=generator) < text_dropout).to(device)
+    ids = torch.where(drop[:, None], empty_ids.to(device).expand_as(ids), ids)
+    noise = torch.randn(z0.shape, generator=generator).to(device)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noisy = noise_scheduler.add_noise(z0, noise, t)
-    text = text_encoder(ids)[0]
-    eps = unet(noisy, t, encoder_hidden_states=text).sample
-    return F.mse_loss(eps, noise)
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        text = text_encoder(ids)[0]
+        pred = unet(noisy, t, encoder_hidden_states=text).sample
+    err = ((pred.float() - training_target(noise_scheduler, z0, noise, t).float()) ** 2).mean(dim=(1, 2, 3))
+    if min_snr_gamma > 0:
+        err = err * min_snr_weights(noise_scheduler, t, min_snr_gamma)
+    return err.mean()
 
 
 def _lr_lambda(warmup: int):
@@ -281,32 +341,39 @@ def _gen(seed: int, phase: str, step: int) -> torch.Generator:
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
     d = min(decay, (1 + step) / (10 + step))
-    for pe, p in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(p.detach(), 1 - d)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - d)
 
 
 # ----------------------------------------------------------------------------------------------- sampling
 
 @torch.no_grad()
 def sample_images(unet, vae, text_encoder, tokenizer, prompts: list[str], steps: int, guidance: float,
-                  seed: int, size: int) -> torch.Tensor:
-    """DDIM samples of the image model, ``(n, 3, size, size)`` in [0, 1] (one per prompt)."""
+                  seed: int, size: int, objective: dict | None = None, seeds: list[int] | None = None) -> torch.Tensor:
+    """DDIM samples of the image model, ``(n, 3, size, size)`` in [0, 1] (one per prompt), on the models'
+    device. ``objective``: the model's parameterisation (see :func:`shanshui.schedulers.make_scheduler`).
+    ``seeds``: one initial-noise seed per prompt (default: one generator seeded with ``seed`` for all)."""
     from ..schedulers import make_scheduler
 
-    sched = make_scheduler("ddim")
+    device = next(unet.parameters()).device
+    sched = make_scheduler("ddim", objective=objective)
     sched.set_timesteps(steps)
     ids = tokenizer(list(prompts) + [""] * len(prompts), padding="max_length",
                     max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-    text = text_encoder(ids)[0]
+    text = text_encoder(ids.to(device))[0]
     n = len(prompts)
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn((n, unet.config.in_channels, size // 8, size // 8), generator=g)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    shape = (unet.config.in_channels, size // factor, size // factor)
+    if seeds is None:
+        z = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+    else:
+        z = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    z = z.to(device)
     for t in sched.timesteps:
-        eps = unet(torch.cat([z, z]), t, encoder_hidden_states=text).sample
-        cond, unc = eps.chunk(2)
+        out = unet(torch.cat([z, z]), t, encoder_hidden_states=text).sample
+        cond, unc = out.chunk(2)
         z = sched.step(unc + guidance * (cond - unc), t, z).prev_sample
     img = vae.decode(z / vae.config.scaling_factor).sample
-    return (img / 2 + 0.5).clamp(0, 1)
+    return (img.float() / 2 + 0.5).clamp(0, 1)
 
 
 def save_grid(images: torch.Tensor, path: Path, columns: int = 4) -> Path:
@@ -316,7 +383,7 @@ def save_grid(images: torch.Tensor, path: Path, columns: int = 4) -> Path:
     rows = math.ceil(n / columns)
     cols = min(columns, n)
     sheet = np.full((rows * h, cols * w, 3), 255, np.uint8)
-    arr = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    arr = (images.permute(0, 2, 3, 1).cpu().float().numpy() * 255).round().astype(np.uint8)
     for i, img in enumerate(arr):
         r, c = divmod(i, cols)
         sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
@@ -332,6 +399,9 @@ class ImageStageTrainer:
 
     def __init__(self, cfg: ImageTrainConfig):
         self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.autocast = torch.bfloat16 if cfg.mixed_precision == "bf16" else None
+        self.stopped_early = False
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.last_save = time.monotonic()
@@ -347,11 +417,11 @@ class ImageStageTrainer:
                                 tokenizer_dir=str(self.out / "tokenizer"),
                                 tokenizer_corpus=caption_corpus(captions),
                                 tokenizer_merges=self.cfg.model.tokenizer_merges)
-        self.vae, self.unet = comps["vae"], comps["unet"]
-        self.text_encoder, self.tokenizer = comps["text_encoder"], comps["tokenizer"]
+        self.vae, self.unet = comps["vae"].to(self.device), comps["unet"].to(self.device)
+        self.text_encoder, self.tokenizer = comps["text_encoder"].to(self.device), comps["tokenizer"]
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
         self.ema_text = copy.deepcopy(self.text_encoder).requires_grad_(False)
-        self.noise_scheduler = make_scheduler("ddpm")
+        self.noise_scheduler = make_scheduler("ddpm", objective=self.cfg.objective.scheduler_objective())
         u, v = self.cfg.unet, self.cfg.vae
         self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=v.lr, weight_decay=0.0)
         self.vae_sched = torch.optim.lr_scheduler.LambdaLR(self.vae_opt, _lr_lambda(v.warmup_steps))
@@ -416,10 +486,15 @@ class ImageStageTrainer:
     def run(self) -> Path:
         cfg = self.cfg
         torch.set_num_threads(cfg.threads)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         t0 = time.monotonic()
         frames, captions = load_frames(cfg.data)
+        frames = frames.to(self.device)
         logger.info("%d training frames from %s (%.1f s)", len(frames), cfg.data.root, time.monotonic() - t0)
         self.build(captions)
+        self.frames_loaded_s = time.monotonic() - t0
         phase, step, extra = "vae", 0, {}
         resume = resolve_resume(cfg.checkpoint.resume, self.out)
         if resume is not None:
@@ -438,9 +513,14 @@ class ImageStageTrainer:
             extra = {"scaling_factor": self.cache_latents(frames, captions)}
             phase, step = "unet", 0
             self.save("unet", 0, extra)
+        if cfg.until == "latents":
+            return self.out
         self.vae.register_to_config(scaling_factor=float(extra["scaling_factor"]))
         if phase == "unet":
-            self.train_unet(step, extra)
+            done = self.train_unet(step, extra)
+            if done < cfg.unet.steps:  # stop_after (an ablation's first steps) or max_minutes: export as it is
+                self.stopped_early = True
+                return self.export()
             extra["unet_steps"] = cfg.unet.steps
             phase, step = "decoder", int(extra.get("decoder_steps", 0))
         if phase == "decoder":
@@ -469,10 +549,10 @@ class ImageStageTrainer:
         t_last = time.monotonic()
         for step in range(start, v.steps):
             g = _gen(self.cfg.seed, "vae", step)
-            idx = torch.randint(0, n, (v.batch_size,), generator=g)
+            idx = torch.randint(0, n, (v.batch_size,), generator=g).to(frames.device)
             oy, ox = (torch.randint(0, size - crop + 1, (2,), generator=g) // 8 * 8).tolist()
             x = to_unit(frames[idx, :, oy:oy + crop, ox:ox + crop])
-            out = vae_loss(self.vae, x, v, g)
+            out = vae_loss(self.vae, x, v, g, self.autocast)
             self.vae_opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
@@ -496,8 +576,8 @@ class ImageStageTrainer:
         means, stds = [], []
         for i in range(0, len(frames), 64):
             dist = self.vae.encode(to_unit(frames[i:i + 64])).latent_dist
-            means.append(dist.mean)
-            stds.append(dist.std)
+            means.append(dist.mean.float().cpu())
+            stds.append(dist.std.float().cpu())
         mean, std = torch.cat(means), torch.cat(stds)
         scaling = float(1.0 / mean.std())
         ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
@@ -505,29 +585,32 @@ class ImageStageTrainer:
         torch.save({"mean": mean, "std": std, "ids": ids}, self.out / "latents.pt")
         # reconstructions of a few frames, for looking at
         pick = torch.linspace(0, len(frames) - 1, 8).long()
-        rec = self.vae.decode(mean[pick]).sample
-        save_grid(torch.cat([to_unit(frames[pick]), rec]).add(1).div(2).clamp(0, 1), self.out / "samples" /
-                  "vae_reconstructions.png", columns=8)
+        rec = self.vae.decode(mean[pick].to(self.device)).sample
+        save_grid(torch.cat([to_unit(frames[pick.to(frames.device)]), rec]).add(1).div(2).clamp(0, 1),
+                  self.out / "samples" / "vae_reconstructions.png", columns=8)
         self.log({"phase": "latents", "frames": len(frames), "latent_std": float(mean.std()),
                   "latent_mean": float(mean.mean()), "scaling_factor": scaling, "seconds": time.monotonic() - t0})
         return scaling
 
-    def train_unet(self, start: int, extra: dict) -> None:
+    def train_unet(self, start: int, extra: dict) -> int:
+        """Train to ``unet.steps`` (or ``unet.stop_after`` / ``unet.max_minutes``); returns the step reached."""
         u = self.cfg.unet
         cache = torch.load(self.out / "latents.pt", map_location="cpu", weights_only=True)
-        mean, std, ids = cache["mean"], cache["std"], cache["ids"]
+        mean, std, ids = (cache[k].to(self.device) for k in ("mean", "std", "ids"))
         empty = self.tokenizer([""], padding="max_length", max_length=self.tokenizer.model_max_length,
                                return_tensors="pt").input_ids
         scaling = float(extra["scaling_factor"])
         self.unet.train()
         self.text_encoder.train()
         params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
-        t_last, running = time.monotonic(), []
-        for step in range(start, u.steps):
+        t_last, running, t_start = time.monotonic(), [], time.monotonic()
+        end = min(u.steps, u.stop_after) if u.stop_after else u.steps
+        for step in range(start, end):
             g = _gen(self.cfg.seed, "unet", step)
-            idx = torch.randint(0, len(mean), (u.batch_size,), generator=g)
+            idx = torch.randint(0, len(mean), (u.batch_size,), generator=g).to(self.device)
             loss = diffusion_step_loss(self.unet, self.text_encoder, self.noise_scheduler, mean[idx], std[idx],
-                                       ids[idx], empty, scaling, u.text_dropout, g)
+                                       ids[idx], empty, scaling, u.text_dropout, g,
+                                       self.cfg.objective.min_snr_gamma, self.autocast)
             self.unet_opt.zero_grad(set_to_none=True)
             loss.backward()
             if u.max_grad_norm > 0:
@@ -549,14 +632,22 @@ class ImageStageTrainer:
             if s.every and s.prompts and (step + 1) % s.every == 0 and step + 1 < u.steps:
                 self.write_samples(f"step-{step + 1:06d}")
             self.maybe_save("unet", step + 1, extra)
-        self.save("unet", u.steps, extra)
+            if u.max_minutes and time.monotonic() - t_start > u.max_minutes * 60 and step + 1 < end:
+                logger.warning("unet.max_minutes=%g reached: UNet phase ends at step %d of %d", u.max_minutes,
+                               step + 1, u.steps)
+                self.log({"phase": "unet", "stopped_at": step + 1, "reason": "max_minutes"})
+                end = step + 1
+                break
+        self.save("unet", end, extra)
+        return end
 
     def train_decoder(self, frames: torch.Tensor, start: int, extra: dict) -> None:
         """Phase 4: the decoder alone learns to turn posterior samples of the cached latents into whole frames."""
         v = self.cfg.vae
         if start >= v.decoder_steps:
             return
-        cache = torch.load(self.out / "latents.pt", map_location="cpu", weights_only=True)
+        cache = {k: v.to(self.device) for k, v in
+                 torch.load(self.out / "latents.pt", map_location="cpu", weights_only=True).items()}
         check(len(frames) == len(cache["mean"]), f"the latent cache holds {len(cache['mean'])} frames but the "
                                                  f"dataset gives {len(frames)}; the data changed since phase 2")
         self.vae.train()
@@ -564,8 +655,9 @@ class ImageStageTrainer:
         t_last, running = time.monotonic(), []
         for step in range(start, v.decoder_steps):
             g = _gen(self.cfg.seed, "decoder", step)
-            idx = torch.randint(0, len(frames), (v.decoder_batch_size,), generator=g)
-            out = decoder_loss(self.vae, to_unit(frames[idx]), cache["mean"][idx], cache["std"][idx], v, g)
+            idx = torch.randint(0, len(frames), (v.decoder_batch_size,), generator=g).to(self.device)
+            out = decoder_loss(self.vae, to_unit(frames[idx]), cache["mean"][idx], cache["std"][idx], v, g,
+                               self.autocast)
             self.dec_opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -582,7 +674,7 @@ class ImageStageTrainer:
             self.maybe_save("decoder", step + 1, extra)
         self.vae.eval()
         with torch.no_grad():
-            pick = torch.linspace(0, len(frames) - 1, 8).long()
+            pick = torch.linspace(0, len(frames) - 1, 8).long().to(self.device)
             rec = self.vae.decode(cache["mean"][pick]).sample
         save_grid(torch.cat([to_unit(frames[pick]), rec]).add(1).div(2).clamp(0, 1), self.out / "samples" /
                   "decoder_reconstructions.png", columns=8)
@@ -592,19 +684,34 @@ class ImageStageTrainer:
         if not s.prompts:
             return None
         imgs = sample_images(self.ema_unet.eval(), self.vae.eval(), self.ema_text.eval(), self.tokenizer,
-                             s.prompts, s.steps, s.guidance, s.seed, self.cfg.data.size)
+                             s.prompts, s.steps, s.guidance, s.seed, self.cfg.data.size,
+                             objective=self.cfg.objective.scheduler_objective())
         return save_grid(imgs, self.out / "samples" / f"{name}.png")
 
     def export(self) -> Path:
         """Write the EMA image model as a diffusers folder ``OUTPUT/model`` (float32)."""
         from ..pipelines.loading import save_base_components
+        from ..schedulers import scheduler_config_for
 
         self.ema_unet.eval()
         self.ema_text.eval()
         folder = save_base_components({"unet": self.ema_unet, "vae": self.vae, "text_encoder": self.ema_text,
-                                       "tokenizer": self.tokenizer}, self.out / "model")
+                                       "tokenizer": self.tokenizer}, self.out / "model",
+                                      scheduler_config=scheduler_config_for(self.cfg.objective.scheduler_objective()))
         self.write_samples("final")
         return folder
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda``/``cuda:N`` must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        check(torch.cuda.is_available(), f"device='{name}' but this machine has no CUDA device (use cpu or auto)")
+        check((device.index or 0) < torch.cuda.device_count(),
+              f"device='{name}' but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def _legacy_progress(state: dict, cfg: ImageTrainConfig) -> int:

@@ -214,6 +214,15 @@ def train(cfg: TrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
     sums = torch.zeros(3, device=accelerator.device)
     micro, seen, t0, last_loss, checked = 0, [], time.time(), None, False
     grad_norm = None
+    t_train, out_of_time = time.time(), False
+
+    def time_is_up() -> bool:
+        """``schedule.max_minutes`` reached (decided together by every process)."""
+        if not cfg.schedule.max_minutes:
+            return False
+        late = torch.tensor(float(time.time() - t_train > cfg.schedule.max_minutes * 60), device=accelerator.device)
+        return bool(accelerator.reduce(late, "sum").item() > 0)
+
     try:
         while global_step < max_steps:
             sampler.set_epoch(epoch)
@@ -275,7 +284,11 @@ def train(cfg: TrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
                     last_ckpt = checkpoint_now()
                 if cfg.validation.every and global_step % cfg.validation.every == 0:
                     validate_now()
-                if global_step >= max_steps:
+                out_of_time = global_step < max_steps and time_is_up()
+                if out_of_time and main:
+                    logger.warning("schedule.max_minutes=%g reached: training ends at step %d of %d",
+                                   cfg.schedule.max_minutes, global_step, max_steps)
+                if global_step >= max_steps or out_of_time:
                     break
             else:
                 epoch += 1

@@ -26,7 +26,9 @@ CSV_FIELDS = ("step", "loss", "loss_diff", "loss_con", "lr", "grad_norm", "secon
 class MetricLogger:
     """Appends one row per logged step to ``logs/train.csv`` and mirrors the numbers to TensorBoard."""
 
-    def __init__(self, output_dir: str | Path, resume_step: int | None = None, tensorboard: bool = True):
+    def __init__(self, output_dir: str | Path, resume_step: int | None = None, tensorboard: bool = True,
+                 fields: tuple[str, ...] = CSV_FIELDS):
+        self.fields = tuple(fields)
         self.dir = Path(output_dir) / "logs"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.dir / "train.csv"
@@ -34,7 +36,7 @@ class MetricLogger:
             self._truncate_after(resume_step)
         new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         self._fh = open(self.csv_path, "a", newline="", encoding="utf-8")
-        self._csv = csv.DictWriter(self._fh, fieldnames=CSV_FIELDS)
+        self._csv = csv.DictWriter(self._fh, fieldnames=self.fields)
         if new:
             self._csv.writeheader()
             self._fh.flush()
@@ -52,16 +54,18 @@ class MetricLogger:
         with open(self.csv_path, newline="", encoding="utf-8") as fh:
             rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
         with open(self.csv_path, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+            w = csv.DictWriter(fh, fieldnames=self.fields)
             w.writeheader()
             w.writerows(rows)
 
     def log(self, row: dict) -> None:
-        self._csv.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+        self._csv.writerow({k: row.get(k, "") for k in self.fields})
         self._fh.flush()
         if self._tb is not None:
             step = int(row["step"])
-            for key in ("loss", "loss_diff", "loss_con", "lr", "grad_norm"):
+            for key in self.fields:
+                if key in ("step", "seconds", "samples"):
+                    continue
                 value = row.get(key)
                 if isinstance(value, (int, float)):
                     self._tb.add_scalar(f"train/{key}", value, step)
@@ -78,6 +82,13 @@ def read_log(output_dir: str | Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def _objective(models) -> dict:
+    from ..schedulers import OBJECTIVE_KEYS
+
+    cfg = models.noise_scheduler.config
+    return {k: cfg[k] for k in OBJECTIVE_KEYS if k in cfg}
+
+
 @torch.no_grad()
 def render_samples(models, unet, vcfg, data_cfg, step: int, output_dir: str | Path, device,
                    autocast_dtype: torch.dtype | None = None) -> list[Path]:
@@ -88,7 +99,7 @@ def render_samples(models, unet, vcfg, data_cfg, step: int, output_dir: str | Pa
 
     folder = Path(output_dir) / "samples" / f"step-{step:06d}"
     pipe = TextToVideoPipeline(vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer,
-                               unet=unet, scheduler=make_scheduler())
+                               unet=unet, scheduler=make_scheduler(objective=_objective(models)))
     size = vcfg.size or data_cfg.size
     frames = vcfg.num_frames or data_cfg.frames
     device_type = torch.device(device).type

@@ -1,6 +1,12 @@
 """One NADM training step as a function of its inputs (SPEC §0, §1.2).
 
-``L = λ_diff·||ε − ε_θ(z_t, t, τ(y))||² + λ_con·L_con(g(ε_θ))``. Every random draw of the step (posterior
+``L = λ_diff·||ε − ε_θ(z_t, t, τ(y))||² + λ_con·L_con(g(ε_θ)) [+ λ_key·L_key]``.
+
+``L_key`` is CCDM's keyframe term (SPEC §3 eq. 13, λ2): ``loss.keyframes`` random frames of each clip are
+*pinned clean* (their ``z_t`` replaced by ``z_0``) in a second UNet pass, and the noise of the other frames
+must still be predicted: ``||ε − ε_θ(z_t with clean keyframes)||²`` over the free frames. It teaches the
+motion modules to take a clean frame as an anchor, which is what ``keyframe_mode="clean"`` gives them at
+inference (:mod:`shanshui.control.keyframes`). Every random draw of the step (posterior
 sample, text dropout, noise, timesteps) comes from the ``generator`` argument, in a fixed order, on the CPU,
 so a step is reproducible on any device and the raw-video and latent-cache paths draw identical numbers.
 """
@@ -10,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import contrastive_loss_from_embeddings, diffusion_loss
+from ..schedulers import split_prediction, training_target
 from .config import TrainConfig
 
 VAE_CHUNK = 16  # frames encoded at once
@@ -84,17 +91,46 @@ def training_step(batch: dict, models, noise_scheduler, cfg: TrainConfig, genera
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noisy = noise_scheduler.add_noise(z0, noise, timesteps)                              # (b, c, f, h, w)
 
-    # 4. Predict the noise; the adapter embeds it only when the contrastive term is on
+    # 4. Predict (ε or v); the adapter embeds the predicted noise only when the contrastive term is on
     use_con = lc.lambda_con > 0
     unet_dtype = next(models.net.unet.parameters()).dtype
     text_frames = text.to(unet_dtype).repeat_interleave(f, dim=0)                        # (b·f, 77, d)
-    eps_pred, emb = net(noisy.to(unet_dtype), timesteps, text_frames, with_embeddings=use_con)
+    to_eps = None
+    if noise_scheduler.config.prediction_type != "epsilon":  # the adapter embeds the predicted noise (SPEC §1.2)
+        to_eps = lambda out: split_prediction(noise_scheduler, out, noisy, timesteps)[1]  # noqa: E731
+    pred, emb = net(noisy.to(unet_dtype), timesteps, text_frames, with_embeddings=use_con, to_eps=to_eps)
 
-    # 5. Losses
-    loss_diff = diffusion_loss(eps_pred, noise)
+    # 5. Losses: the diffusion term on the model's own parameterisation (ε, or v for v-prediction models)
+    loss_diff = diffusion_loss(pred, training_target(noise_scheduler, z0, noise, timesteps))
     if use_con:
         loss_con = contrastive_loss_from_embeddings(emb, m=lc.m, tau=lc.tau, positives=lc.positives)
     else:
         loss_con = torch.zeros((), device=device)
     loss = lc.lambda_diff * loss_diff + lc.lambda_con * loss_con
-    return {"loss": loss, "loss_diff": loss_diff.detach(), "loss_con": loss_con.detach()}
+    out = {"loss_diff": loss_diff.detach(), "loss_con": loss_con.detach()}
+
+    # 6. Keyframe term (drawn after everything else, so runs without it keep their random stream)
+    if getattr(lc, "lambda_key", 0.0) > 0:
+        pinned = keyframe_mask(b, f, lc.keyframes, generator).to(device)                # (b, 1, f, 1, 1)
+        keyed = torch.where(pinned, z0, noisy)
+        eps_key, _ = net(keyed.to(unet_dtype), timesteps, text_frames, with_embeddings=False)
+        loss_key = masked_mse(eps_key, noise, ~pinned)
+        loss = loss + lc.lambda_key * loss_key
+        out["loss_key"] = loss_key.detach()
+    out["loss"] = loss
+    return out
+
+
+def keyframe_mask(batch: int, frames: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Bool ``(b, 1, f, 1, 1)``: ``k`` distinct random frames per clip, drawn from ``generator``."""
+    mask = torch.zeros(batch, 1, frames, 1, 1, dtype=torch.bool)
+    for i in range(batch):
+        mask[i, 0, torch.randperm(frames, generator=generator)[:k]] = True
+    return mask
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the frames where ``keep`` ``(b, 1, f, 1, 1)`` holds."""
+    err = (pred.float() - target.float()) ** 2 * keep
+    count = keep.expand_as(err).sum().clamp(min=1)
+    return err.sum() / count

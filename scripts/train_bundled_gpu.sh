@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Train the bundled model v2 on one GPU, from nothing to the fp16 bundle (MODEL_CARD.md), in about 7 minutes
+# on one H200:
+#
+#   scripts/train_bundled_gpu.sh RESULTS_DIR [full|tiny]
+#
+#  1. procedural data: 2000 training clips (seed 0) and the 60 held-out clips of the benchmarks (seed 12345)
+#  2. stage 1 up to the latent cache (VAE + latents), once
+#  3. objective ablation: three copies of that run train the UNet for its first ABL steps side by side
+#     (epsilon | v-prediction + zero terminal SNR + trailing | the same + min-SNR-5), then
+#     benchmarks/stage1_ablation.py scores them on held-out prompts (one red sun, no stray red, detail)
+#  4. the winner continues to the full UNet schedule (same run, resumed: identical to never stopping) and
+#     the decoder-only phase
+#  5. stage 2, three runs side by side on the winner: the NADM recipe, sparse-causal off, contrastive off
+#     and, beside them, the image-to-video control model (shanshui train-control, docs/control.md)
+#  6. the fp16 bundle (weights in files of at most 15 MB), packed as bundle.tar split in 15 MiB parts
+#
+# Runs live in $SHANSHUI_RUNS (default ~/.cache/shanshui/runs) and every stage resumes where it stopped.
+# `tiny` runs the same steps with tiny models and data on a CPU in a few minutes (tests/test_gpu_script.py).
+# PYTHON (default python3) must import shanshui (e.g. PYTHONPATH=src) and its dependencies.
+set -euo pipefail
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error DIFFUSERS_VERBOSITY=error
+RESULTS=${1:?usage: scripts/train_bundled_gpu.sh RESULTS_DIR [full|tiny]}
+SCALE=${2:-full}
+PY=${PYTHON:-python3}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${SHANSHUI_RUNS:-$HOME/.cache/shanshui/runs}/bundled2-$SCALE
+mkdir -p "$RESULTS" "$RUNS"
+RESULTS=$(cd "$RESULTS" && pwd)
+START=$(date +%s)
+SS=("$PY" -m shanshui.cli)
+S1=(--config "$HERE/configs/bundled2_stage1.yaml")
+S2=(--config "$HERE/configs/bundled2_stage2.yaml")
+
+case "$SCALE" in
+  full)
+    N=2000; HELD=60; ABL=300; WORKERS=$(nproc); ABL_N=36
+    T1=(unet.max_minutes=2.0); T2=(schedule.max_minutes=2.0); TVAL=(); TC=(--max-minutes 2.0) ;;
+  tiny)
+    N=6; HELD=4; ABL=2; WORKERS=2; ABL_N=4
+    T1=(model.preset=tiny data.frames_per_clip=2 threads=1 log_every=1 vae.steps=2 vae.batch_size=2 vae.crop=32
+        vae.decoder_steps=1 vae.decoder_batch_size=2 unet.steps=4 unet.batch_size=2 unet.warmup_steps=1
+        model.tokenizer_merges=50 samples.steps=2 'mixed_precision="no"')
+    T2=(schedule.max_steps=2 schedule.warmup_steps=0 optim.batch_size=1 data.frames=4 data.size=64 loss.m=1
+        data.num_workers=0 checkpoint.every=1 'mixed_precision="no"' log_every=1)
+    TVAL=(--steps 2 --device cpu)
+    TC=(cpu=true model.refiner_channels=[8,16] data.frames=4 data.size=64 data.num_workers=0 optim.batch_size=1
+        schedule.max_steps=2 schedule.warmup_steps=0 checkpoint.every=1 log_every=1) ;;
+  *) echo "error: scale '$SCALE' must be full or tiny" >&2; exit 2 ;;
+esac
+[ "$SCALE" = tiny ] && DATA_SIZE=64 || DATA_SIZE=128
+[ "$SCALE" = tiny ] && T1+=(data.size=64)
+
+stamp() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$RESULTS/log.txt"; }
+mark() { echo "$1 $(( $(date +%s) - START ))" >> "$RESULTS/times.txt"; }
+
+# ------------------------------------------------------------------------------------------ 1. data
+stamp "data: $N training clips, $HELD held-out clips ($WORKERS workers)"
+"${SS[@]}" data synth --n "$N" --out "$RUNS/data" --seed 0 --size "$DATA_SIZE" --frames 16 --format frames \
+  --workers "$WORKERS" > "$RESULTS/synth.log" 2>&1 &
+SYNTH=$!
+"${SS[@]}" data synth --n "$HELD" --out "$RUNS/heldout" --seed 12345 --size "$DATA_SIZE" --frames 16 \
+  --format frames --workers 2 > "$RESULTS/synth_heldout.log" 2>&1
+wait $SYNTH
+mark data
+# the attribute probe of benchmarks/procedural_quality.py learns from the same data meanwhile, on the CPU
+PROBE=""
+if [ "${PREPARE_PROBE:-0}" = 1 ]; then
+  "$PY" "$HERE/benchmarks/procedural_quality.py" --heldout "$RUNS/heldout" --train-data "$RUNS/data" \
+    --probe "$RUNS/probe/probe.safetensors" --threads 4 --out "$RUNS/probe/real_rows.json" \
+    --sheets "$RUNS/probe/sheets" > "$RESULTS/probe.log" 2>&1 &
+  PROBE=$!
+fi
+
+# ------------------------------------------------------------------------------------------ 2. VAE + latent cache
+COMMON=(data.root="$RUNS/data" "${T1[@]}")
+stamp "stage 1: VAE and latent cache"
+"${SS[@]}" train-image "${S1[@]}" --resume latest output_dir="$RUNS/stage1-base" until=latents "${COMMON[@]}" \
+  > "$RESULTS/stage1_base.log" 2>&1
+mark stage1_base
+
+# ------------------------------------------------------------------------------------------ 3. objective ablation
+declare -A OBJ
+OBJ[eps]="objective.prediction_type=epsilon objective.zero_terminal_snr=false objective.timestep_spacing=leading objective.min_snr_gamma=0"
+OBJ[v]="objective.prediction_type=v_prediction objective.zero_terminal_snr=true objective.timestep_spacing=trailing objective.min_snr_gamma=0"
+OBJ[vminsnr]="objective.prediction_type=v_prediction objective.zero_terminal_snr=true objective.timestep_spacing=trailing objective.min_snr_gamma=5"
+stamp "objective ablation: first $ABL UNet steps of eps | v | vminsnr, side by side"
+pids=()
+for name in eps v vminsnr; do
+  dir="$RUNS/stage1-$name"
+  if [ ! -d "$dir" ]; then cp -al "$RUNS/stage1-base" "$dir.tmp" && mv "$dir.tmp" "$dir"; fi
+  # shellcheck disable=SC2086
+  "${SS[@]}" train-image "${S1[@]}" --resume latest output_dir="$dir" unet.stop_after=$ABL ${OBJ[$name]} \
+    "${COMMON[@]}" > "$RESULTS/stage1_$name.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+"$PY" "$HERE/benchmarks/stage1_ablation.py" --heldout "$RUNS/heldout" --n "$ABL_N" "${TVAL[@]}" \
+  --model eps="$RUNS/stage1-eps/model" --model v="$RUNS/stage1-v/model" \
+  --model vminsnr="$RUNS/stage1-vminsnr/model" --out "$RESULTS/stage1_ablation.json" \
+  --pick "$RESULTS/winner.txt" 2>&1 | tee "$RESULTS/stage1_ablation.log"
+WIN=$(cat "$RESULTS/winner.txt")
+cp "$RESULTS/winner.txt" "$RUNS/winner.txt"
+mark ablation
+
+# ------------------------------------------------------------------------------------------ 4. the winner, to the end
+stamp "stage 1: $WIN continues to the full schedule + decoder phase"
+# shellcheck disable=SC2086
+"${SS[@]}" train-image "${S1[@]}" --resume latest output_dir="$RUNS/stage1-$WIN" ${OBJ[$WIN]} "${COMMON[@]}" \
+  > "$RESULTS/stage1_main.log" 2>&1
+IMAGE="$RUNS/stage1-$WIN/model"
+mark stage1
+
+# ------------------------------------------------------------------------------------------ 5. stage 2 (+ ablations)
+stamp "stage 2: NADM | sparse-causal off | contrastive off (| image-to-video control), side by side"
+C2=(model.base_model="$IMAGE" data.root="$RUNS/data" "${T2[@]}")
+"${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2" "${C2[@]}" \
+  > "$RESULTS/stage2.log" 2>&1 &
+MAIN2=$!
+"${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2-sc-off" model.sparse_causal=off \
+  "${C2[@]}" > "$RESULTS/stage2_sc_off.log" 2>&1 &
+SC=$!
+"${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2-con-off" loss.lambda_con=0 \
+  "${C2[@]}" > "$RESULTS/stage2_con_off.log" 2>&1 &
+CON=$!
+CTRL=""
+if [ -f "$HERE/configs/bundled_control.yaml" ]; then
+  "${SS[@]}" train-control --config "$HERE/configs/bundled_control.yaml" --no-progress --resume latest \
+    output_dir="$RUNS/control" model.base_model="$IMAGE" data.root="$RUNS/data" "${TC[@]}" \
+    > "$RESULTS/control.log" 2>&1 &
+  CTRL=$!
+fi
+wait $MAIN2
+mark stage2
+ABL_OK=1
+wait $SC || ABL_OK=0
+wait $CON || ABL_OK=0
+mark stage2_ablations
+CTRL_OK=0
+if [ -n "$CTRL" ]; then wait "$CTRL" && CTRL_OK=1; mark control; fi
+
+# ------------------------------------------------------------------------------------------ 6. export
+stamp "export: fp16 bundle"
+CONTROL_ARG=()
+[ "$CTRL_OK" = 1 ] && CONTROL_ARG=(--control "$RUNS/control/final")
+"$PY" -m shanshui.training.bundle "$IMAGE" "$RUNS/stage2/final/motion_module.safetensors" --out "$RUNS/bundle" \
+  "${CONTROL_ARG[@]}" | tee -a "$RESULTS/log.txt"
+(cd "$RUNS" && tar -cf - bundle) | split -b 15m -d - "$RESULTS/bundle.tar.part"
+mark export
+# what the results folder gets besides the bundle: logs, sample sheets, the stage logs of every run
+for run in stage1-base stage1-eps stage1-v stage1-vminsnr stage2 stage2-sc-off stage2-con-off control; do
+  [ -d "$RUNS/$run" ] || continue
+  mkdir -p "$RESULTS/runs/$run"
+  cp -r "$RUNS/$run/samples" "$RESULTS/runs/$run/" 2>/dev/null || true
+  cp "$RUNS/$run"/log.jsonl "$RESULTS/runs/$run/" 2>/dev/null || true
+  cp "$RUNS/$run"/logs/train.csv "$RESULTS/runs/$run/" 2>/dev/null || true
+done
+"$PY" - "$RESULTS" "$WIN" "$ABL_OK" "$SCALE" "$CTRL_OK" <<'EOF'
+import json, sys, subprocess
+from pathlib import Path
+res, win, abl_ok, scale = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+control_ok = sys.argv[5] == "1"
+times = dict(line.split() for line in (res / "times.txt").read_text().splitlines())
+try:
+    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True, timeout=20).stdout.strip()
+except (OSError, subprocess.SubprocessError):
+    gpu = "none"
+summary = {"scale": scale, "winner": win, "stage2_ablations_ok": abl_ok, "control_ok": control_ok,
+           "seconds_at_end_of": times, "gpu": gpu}
+(res / "summary.json").write_text(json.dumps(summary, indent=2))
+print(json.dumps(summary))
+EOF
+if [ -n "$PROBE" ]; then wait "$PROBE" || stamp "probe training failed (see probe.log)"; fi
+stamp "done"
