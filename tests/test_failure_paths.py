@@ -54,8 +54,9 @@ def workdir(tmp_path_factory, tiny_model_files):
         (data / f"c{k}.txt").write_text("misty peaks")
     assert main(["data", "synth", "--n", "1", "--out", str(root / "synth"), "--size", "32", "--frames", "4",
                  "--format", "frames", "--workers", "1"]) == 0
+    (root / "prompts.txt").write_text("misty peaks\n")
     model, motion = tiny_model_files
-    return {"root": root, "gif": root / "in.gif", "painting": root / "painting.png", "data": data,
+    return {"root": root, "prompts": root / "prompts.txt", "gif": root / "in.gif", "painting": root / "painting.png", "data": data,
             "synth": root / "synth", "model": model, "motion": motion}
 
 
@@ -98,20 +99,28 @@ def commands(w: dict, target: Path) -> dict[str, list[str]]:
         "train": ["train", "--config", str(cfg), "--no-progress"],
         "train-image": ["train-image", "--config", str(ROOT / "configs" / "bundled_stage1.yaml"),
                         f"data.root={w['synth']}", f"output_dir={target / 's1'}"],
+        "train-control": ["train-control", "--config", str(ROOT / "configs" / "tiny_control_cpu.yaml"),
+                          f"data.root={w['synth']}", f"output_dir={target / 'ctl'}"],
+        "generate-batch": ["generate", "--prompts", str(w["prompts"]), *model, "--frames", "2", "--size", "32",
+                           "--steps", "1", "--out-dir", str(target / "batch")],
+        "evaluate": ["evaluate", str(w["data"]), "--json", str(target / "metrics.json")],
+        "ui": ["ui", "--out", str(target / "ui")],
     }
 
 
 def test_every_command_is_covered():
     from shanshui.cli import COMMANDS
 
-    covered = {name.split()[0].split("-long")[0] for name in commands(
-        {"model": Path("m"), "motion": Path("m"), "data": Path("d"), "synth": Path("s"), "gif": Path("g"), "painting": Path("p"),
-         "root": Path(tempfile.gettempdir())}, Path("t"))}
-    assert set(COMMANDS) <= covered
+    w = {k: Path(tempfile.gettempdir()) for k in ("model", "motion", "data", "synth", "gif", "painting", "prompts")}
+    w["root"] = Path(tempfile.gettempdir())
+    assert set(COMMANDS) <= {argv[0] for argv in commands(w, Path("t")).values()}
 
 
-@pytest.mark.parametrize("name", ["interpolate", "generate", "generate-long", "animate", "demo", "data synth",
-                                  "data check", "data cache", "train", "train-image"])
+ALL = ["interpolate", "generate", "generate-long", "generate-batch", "animate", "demo", "data synth", "data check",
+       "data cache", "train", "train-image", "train-control", "evaluate", "ui"]
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_parent_is_a_file(name, workdir, tmp_path, capsys):
     blocker = tmp_path / "some_file"
     blocker.write_text("I am a file")
@@ -122,8 +131,7 @@ def test_parent_is_a_file(name, workdir, tmp_path, capsys):
     assert blocker.read_text() == "I am a file" and files_under(tmp_path) == ["some_file"]
 
 
-@pytest.mark.parametrize("name", ["interpolate", "generate", "animate", "demo", "data synth", "data check",
-                                  "data cache", "train", "train-image"])
+@pytest.mark.parametrize("name", [n for n in ALL if n != "generate-long"])
 def test_folder_that_refuses_new_files(name, workdir, tmp_path, capsys):
     target = unwritable_folder(tmp_path)
     before = files_under(target) if target != Path("/sys") else None
