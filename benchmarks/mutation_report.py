@@ -21,10 +21,16 @@ from collections import Counter
 from pathlib import Path
 
 
-def load(root: Path) -> dict[str, dict[str, str]]:
+FOCUSED = "mutants/focused-results.json"
+
+
+def load(root: Path, focused: bool = True) -> dict[str, dict[str, str]]:
+    """module -> {mutant: status}. With ``focused``, verdicts of ``mutation_recheck.py --save`` replace mutmut's
+    for the mutants it ran (a survivor re-checked with newer tests, or one mutmut had not reached)."""
     from mutmut.stats import status_by_exit_code
 
     cfg = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["mutmut"]
+    extra = json.loads((root / FOCUSED).read_text()) if focused and (root / FOCUSED).exists() else {}
     out = {}
     for module in cfg["only_mutate"]:
         meta = root / "mutants" / (module + ".meta")
@@ -32,7 +38,8 @@ def load(root: Path) -> dict[str, dict[str, str]]:
             out[module] = {}
             continue
         codes = json.loads(meta.read_text()).get("exit_code_by_key", {})
-        out[module] = {name: status_by_exit_code[code] for name, code in codes.items()}
+        out[module] = {name: extra[name]["status"] if name in extra else status_by_exit_code[code]
+                       for name, code in codes.items()}
     return out
 
 

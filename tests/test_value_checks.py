@@ -244,6 +244,21 @@ def test_alpha_schedule_edges():
             alpha_schedule(3, high=bad)
 
 
+def test_frame_betas_values_and_dtypes():
+    from shanshui.errors import ShanshuiError
+    from shanshui.latent_ops import frame_betas
+
+    one = frame_betas(1, torch.float64)
+    assert one.dtype == torch.float64 and one.tolist() == [0.0]
+    assert frame_betas(1).dtype == torch.float32
+    seven = frame_betas(7, torch.float64)
+    assert seven.dtype == torch.float64
+    assert torch.equal(seven, torch.tensor([i / 6 for i in range(7)], dtype=torch.float64))  # exact in float64
+    assert torch.equal(frame_betas(5), torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    with pytest.raises(ShanshuiError, match="^frames=0 must be >= 1$"):
+        frame_betas(0)
+
+
 def test_vsds_timesteps_edges():
     from shanshui.errors import ShanshuiError
     from shanshui.latent_ops import vsds_timesteps
@@ -266,6 +281,23 @@ def _attn(dim=8, heads=2):
     return attn
 
 
+def test_processors_refuse_layers_with_their_own_norms():
+    from diffusers.models.attention_processor import Attention
+
+    from shanshui.models.attention import FrameLayout, SparseCausalAttnProcessor, SpatialSparseCausalAttnProcessor
+
+    layout = FrameLayout()
+    layout.batch_size = 1
+    grouped = Attention(query_dim=8, heads=2, dim_head=4, norm_num_groups=2)
+    for proc in (SparseCausalAttnProcessor(), SpatialSparseCausalAttnProcessor(layout)):
+        with pytest.raises(ValueError, match="^sparse-causal attention does not support spatial_norm/group_norm on "
+                                             "the attention layer$"):
+            proc(grouped, torch.randn(4, 3, 8))
+
+
+SELF_ONLY = ("^sparse-causal attention is a self-attention: encoder_hidden_states/attention_mask must be None$")
+
+
 def test_spatial_processor_refuses_cross_attention_and_masks():
     from shanshui.models.attention import FrameLayout, SparseCausalAttnProcessor, SpatialSparseCausalAttnProcessor
 
@@ -273,9 +305,9 @@ def test_spatial_processor_refuses_cross_attention_and_masks():
     layout.batch_size = 1
     x = torch.randn(4, 3, 8)
     for proc in (SparseCausalAttnProcessor(), SpatialSparseCausalAttnProcessor(layout)):
-        with pytest.raises(ValueError, match="encoder_hidden_states/attention_mask must be None"):
+        with pytest.raises(ValueError, match=SELF_ONLY):
             proc(_attn(), x, encoder_hidden_states=torch.randn(4, 2, 8))
-        with pytest.raises(ValueError, match="encoder_hidden_states/attention_mask must be None"):
+        with pytest.raises(ValueError, match=SELF_ONLY):
             proc(_attn(), x, attention_mask=torch.ones(4, 3, 3))
         with pytest.raises(ValueError, match=r"expects \(b\*h\*w, frames, dim\) input"):
             proc(_attn(), torch.randn(4, 3, 2, 8))
