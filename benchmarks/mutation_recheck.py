@@ -45,11 +45,14 @@ def main() -> int:
     ap.add_argument("--deadline", type=float, default=None, help="stop after this many seconds")
     args = ap.parse_args()
     root = Path.cwd()
-    wanted = {args.status, "no tests"} if args.status == "survived" else {args.status}
-    todo = sorted(n for s in load(root, focused=False).values() for n, st in s.items()
-                  if st in wanted and args.only in n)
     saved_path = root / FOCUSED
     saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+    if args.status == "survived":  # mutmut's survivors and those of earlier focused runs
+        todo = sorted(n for s in load(root).values() for n, st in s.items()
+                      if st in ("survived", "no tests") and args.only in n)
+    else:
+        todo = sorted(n for s in load(root, focused=False).values() for n, st in s.items()
+                      if st == args.status and n not in saved and args.only in n)
     for t in args.tests:
         shutil.copy(root / t, root / "mutants" / t)
     os.chdir(root / "mutants")

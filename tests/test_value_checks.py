@@ -259,6 +259,47 @@ def test_frame_betas_values_and_dtypes():
         frame_betas(0)
 
 
+def test_vsds_uses_the_given_weights_timesteps_and_dtype():
+    from shanshui.errors import ShanshuiError
+    from shanshui.latent_ops import vsds
+
+    acp = torch.linspace(0.9, 0.1, 1000, dtype=torch.float64)
+    z0 = torch.tensor([1.0, -2.0]).view(1, 2, 1, 1, 1)
+    eps = torch.tensor([0.5, 0.25]).view(1, 2, 1, 1, 1)
+    seen = []
+
+    def eps_fn(z, t):
+        seen.append((z.dtype, int(t)))
+        return 0.5 * z
+
+    out = vsds(z0, eps, [900, 700], eps_fn, acp, alphas=[0.5, 0.25])     # not the default schedule [2, 1]
+    z, e = np.array([1.0, -2.0]), np.array([0.5, 0.25])
+    for t, a in ((900, 0.5), (700, 0.25)):
+        ab = float(acp[t])
+        z = z - a * (1 - ab) * (0.5 * (math.sqrt(ab) * z + math.sqrt(1 - ab) * e) - e)
+    np.testing.assert_allclose(out.flatten().numpy(), z, rtol=1e-6)
+    assert out.dtype == torch.float32 and seen == [(torch.float32, 900), (torch.float32, 700)]
+    with pytest.raises(ShanshuiError, match="^1 update weights for 2 timesteps$"):
+        vsds(z0, eps, [900, 700], eps_fn, acp, alphas=[1.0])
+
+
+def test_slerp_input_checks_and_float32_betas():
+    from shanshui.errors import ShanshuiError
+
+    r = torch.randn(1, 2, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    s = torch.randn(1, 2, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ShanshuiError, match=r"^latents must both be \(b, c, f, h, w\), got \(1, 2, 3, 2, 2\) and "
+                                            r"\(1, 2, 3, 2\)$"):
+        slerp_frames(r, s[..., 0])
+    with pytest.raises(ShanshuiError, match=r"^latents must both be"):
+        slerp_frames(r[0], s[0])                                             # same shapes, but 4-D
+    with pytest.raises(ShanshuiError, match=r"^betas must have one value per frame \(3\), got \(2,\)$"):
+        slerp_frames(r, s, betas=torch.tensor([0.0, 1.0]))
+    # float32 betas are used at float64 precision (1 − β is not rounded to float32)
+    b32 = torch.tensor([0.1, 0.35, 0.7], dtype=torch.float32)
+    assert torch.equal(slerp_frames(r, s, betas=b32), slerp_frames(r, s, betas=b32.double()))
+
+
 def test_vsds_timesteps_edges():
     from shanshui.errors import ShanshuiError
     from shanshui.latent_ops import vsds_timesteps
