@@ -281,6 +281,14 @@ def test_vsds_uses_the_given_weights_timesteps_and_dtype():
     assert out.dtype == torch.float32 and seen == [(torch.float32, 900), (torch.float32, 700)]
     with pytest.raises(ShanshuiError, match="^1 update weights for 2 timesteps$"):
         vsds(z0, eps, [900, 700], eps_fn, acp, alphas=[1.0])
+    with pytest.raises(ShanshuiError, match=r"^noise shape \(1, 2, 1, 1\) != latent shape \(1, 2, 1, 1, 1\)$"):
+        vsds(z0, eps[..., 0], [900], eps_fn, acp)
+    # no weights given: the stepwise-decreasing default, [2, 2, 1] for three steps
+    from shanshui.latent_ops import alpha_schedule
+
+    assert alpha_schedule(3) == [2.0, 2.0, 1.0]
+    torch.testing.assert_close(vsds(z0, eps, [900, 800, 700], eps_fn, acp),
+                               vsds(z0, eps, [900, 800, 700], eps_fn, acp, alphas=[2.0, 2.0, 1.0]))
 
 
 def test_slerp_input_checks_and_float32_betas():
