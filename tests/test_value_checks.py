@@ -107,22 +107,29 @@ def test_reschedule_uses_clip_ones_prediction_inside_the_sampler(tiny, tiny_vide
 
     pipe = TextToVideoPipeline(tiny["vae"], tiny["text_encoder"], tiny["tokenizer"], tiny_video_unet,
                                make_scheduler())
-    updates = []
-    real = lv.ddim_update
+    updates, predicted = [], []
+    real, real_split = lv.ddim_update, pipe.split
 
-    def recording(scheduler, t, sample, eps, direction):
-        updates.append((sample.clone(), eps.clone(), direction.clone()))
-        return real(scheduler, t, sample, eps, direction)
+    def recording(scheduler, t, x0, direction):
+        updates.append(direction.clone())
+        return real(scheduler, t, x0, direction)
+
+    def split(out, sample, t):
+        x0, eps = real_split(out, sample, t)
+        predicted.append(eps.clone())                         # each clip's own ε prediction, in clip order
+        return x0, eps
 
     monkeypatch.setattr(lv, "ddim_update", recording)
+    monkeypatch.setattr(pipe, "split", split)
     omega = 0.5
     r = lv.generate_long(pipe, "misty peaks", num_frames=12, clip_frames=4, overlap=0, num_inference_steps=3,
                          gamma=0.0, omega=omega, generator=torch.Generator().manual_seed(2), output_type="latent",
                          height=32, width=32, progress=False)
-    assert r.plan.num_clips == 3 and r.plan.shared == 0 and len(updates) == 3
+    assert r.plan.num_clips == 3 and r.plan.shared == 0 and len(updates) == 3 and len(predicted) == 9
     pools = []
-    for sample, eps, direction in updates:
-        assert sample.shape[0] == 3
+    for step, direction in enumerate(updates):
+        eps = torch.cat(predicted[3 * step:3 * step + 3])
+        assert direction.shape[0] == 3
         # the clips differ (γ = 0: own starting noise), so their own predictions differ from clip 1's
         assert (eps[1:] - eps[:1]).abs().max() > 1e-3
         torch.testing.assert_close(direction[0], eps[0], atol=0, rtol=0)
