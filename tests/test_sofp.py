@@ -104,7 +104,7 @@ def test_scenes_are_deterministic_and_distinct():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(times=3), "times=3"),
-    (dict(method="rife"), "method 'rife'"),
+    (dict(method="film"), "method 'film'"),
     (dict(flow="lk"), "flow 'lk'"),
     (dict(reliability="x"), "reliability 'x'"),
 ])

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -341,3 +342,35 @@ def test_two_processes_shard_the_data_and_write_one_checkpoint(clips, tmp_path):
     assert step == 3 and {p.name for p in folder.glob("random_states_*.pkl")} == {"random_states_0.pkl",
                                                                                 "random_states_1.pkl"}
     assert not [p for p in (out_dir / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_training_runs_end_to_end_in_bf16_mixed_precision(clips, tmp_path):
+    from safetensors.torch import load_file
+
+    from shanshui.training.loop import train
+    from shanshui.training.monitor import read_log
+
+    result = train(tiny_config(clips, tmp_path / "bf16", mixed_precision="bf16", schedule=dict(max_steps=2),
+                               checkpoint=dict(every=0)), progress=False)
+    assert result.step == 2
+    rows = read_log(result.output_dir)
+    assert rows and all(np.isfinite(float(r["loss"])) for r in rows)
+    weights = load_file(str(result.final_dir / "motion_module.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}  # trainable weights are kept in fp32
+
+
+def test_fp16_mixed_precision_is_refused_on_a_cpu(clips, tmp_path, capsys):
+    from shanshui.cli import main
+    from shanshui.training.loop import train
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ShanshuiError, match="mixed_precision='fp16' needs a GPU"):
+        train(tiny_config(clips, tmp_path / "fp16", mixed_precision="fp16"), progress=False)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"output_dir": str(tmp_path / "run"), "model": {"preset": "tiny"},
+                                "data": {"root": str(clips)}}))
+    assert main(["train", "--config", str(path), "--dtype", "fp16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: mixed_precision='fp16' needs a GPU") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

@@ -15,6 +15,7 @@ import click
 from ..errors import check
 from .generate import (check_cheap, check_keyframes, check_model_options, keyframe_option, model_options,
                        output_paths, parse_size, show_notes, write_outputs)
+from .options import runtime_options
 
 EXAMPLES = """\b
 Examples:
@@ -116,14 +117,14 @@ def gather_arrows(values: tuple[str, ...]) -> list:
               help="SD 1.5 diffusers folder or single .safetensors/.ckpt. Default: the bundled model.")
 @click.option("--motion-module", type=click.Path(path_type=Path), default=None, help="Motion module file.")
 @click.option("--fps", type=float, default=8.0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
+@runtime_options
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
 @model_options
 @keyframe_option
 def animate(painting, prompt, arrow, mask, flow_path, control, strength, proxy, proxy_strength, no_proxy, no_vsds,
             linear, motion_guidance, policy, size, frames, steps, guidance, negative, seed, model, motion_module,
-            fps, device, out, vae, ema, loras, keyframes, keyframe_mode):
+            fps, runtime, out, vae, ema, loras, keyframes, keyframe_mode):
     """Animate PAINTING as described by PROMPT."""
     from ..image_intake import plan_geometry, prepare_painting
 
@@ -182,7 +183,7 @@ def animate(painting, prompt, arrow, mask, flow_path, control, strength, proxy, 
 
     from ..pipelines.painting_to_video import load_painting_pipeline
 
-    pipe = load_painting_pipeline(model, motion_module, device=device, ema=ema, vae=vae, loras=lora_specs)
+    pipe = load_painting_pipeline(model, motion_module, ema=ema, vae=vae, loras=lora_specs, **runtime.load_kwargs)
     show_notes(pipe)
     if control is None:
         control = "trained" if pipe.i2v is not None else "training-free"

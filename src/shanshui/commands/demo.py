@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .options import runtime_options
+
 DEMO_PROMPT = "Mountains, dense fog, red sun, boat on the lake, flying birds."
 DEMO_GUIDANCE = 8.0
 
@@ -37,14 +39,15 @@ def _random_pipeline():
 @click.option("--frames", type=int, default=16, show_default=True)
 @click.option("--guidance", type=float, default=DEMO_GUIDANCE, show_default=True,
               help="Classifier-free guidance scale (8, as in `shanshui generate`).")
-def demo(prompt, out_dir, seed, steps, frames, guidance):
+@runtime_options
+def demo(prompt, out_dir, seed, steps, frames, guidance, runtime):
     """Generate the demo video (mp4, gif, png contact sheet) with the bundled model.
 
     The bundled model (MODEL_CARD.md) makes 128x128 clips; 16 frames, 25 DDIM steps and SOFP interpolation
     to 31 frames take well under two minutes on two CPU cores.
     """
     from ..pipelines.loading import bundled_model_available
-    from ..pipelines.text_to_video import load_pipeline
+    from ..pipelines.text_to_video import load_pipeline, place
     from .generate import write_outputs
 
     from ..video_io import check_output_location
@@ -52,10 +55,10 @@ def demo(prompt, out_dir, seed, steps, frames, guidance):
     check_output_location(out_dir, folder=True)
     start = time.perf_counter()
     if bundled_model_available():
-        pipe, size = load_pipeline(), None
+        pipe, size = load_pipeline(**runtime.load_kwargs), None
     else:
         click.echo(RANDOM_MODEL_BANNER, err=True)
-        pipe, size = _random_pipeline(), 64
+        pipe, size = place(_random_pipeline(), runtime.device, runtime.dtype, runtime.memory), 64
     result = pipe(prompt, num_frames=frames, height=size, width=size, num_inference_steps=steps, seed=seed,
                   guidance_scale=guidance, interpolate_times=2)
     paths = [out_dir / "demo.mp4", out_dir / "demo.gif", out_dir / "demo.png"]

@@ -8,6 +8,7 @@ import click
 
 from ..errors import ShanshuiError, check
 from ..video_io import VIDEO_SUFFIXES
+from .options import runtime_options
 
 EXAMPLES = """\b
 Examples:
@@ -15,6 +16,7 @@ Examples:
   shanshui generate "Pines by a waterfall, light fog" --frames 16 --size 256 --seed 3 -o falls.gif
   shanshui generate "Boat on the lake" --model ~/models/sd15 --motion-module nadm.safetensors \\
       --size 512x320 --steps 25 --guidance 8 --sparse-causal temporal -o boat.webp
+  shanshui generate "Misty peaks" --model ~/sd15 --motion-module mm.ckpt --size 512 --device cuda --low-vram -o peaks.mp4
   shanshui generate "Slow scroll along misty peaks" --frames 128 --gamma 0.8 -o scroll.mp4
   shanshui generate --prompts prompts.txt --seeds 0-3 --out-dir out/eval_videos
   accelerate launch --num_processes 4 -m shanshui.cli generate --prompts prompts.txt --out-dir out/eval_videos \
@@ -130,7 +132,7 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
               help="Long videos: how frames shared by neighbouring clips are merged (linear ramps, or CCDM's "
                    "equal-weight multi-frame fusion).")
 @click.option("--fps", type=float, default=8.0, show_default=True, help="Frame rate of the written video.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
+@runtime_options
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="Output file: .mp4, .gif, .webp or .png (contact sheet).")
 @click.option("--prompts", "prompts_file", type=click.Path(path_type=Path), default=None,
@@ -143,7 +145,7 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
 @keyframe_option
 @click.pass_context
 def generate(ctx, prompt, negative, model, motion_module, frames, size, steps, guidance, seed, sparse_causal,
-             interpolate, interp_times, gamma, omega, overlap, fusion, fps, device, out, prompts_file, out_dir, seeds, fmt,
+             interpolate, interp_times, gamma, omega, overlap, fusion, fps, runtime, out, prompts_file, out_dir, seeds, fmt,
              vae, ema, loras, keyframes, keyframe_mode):
     """Generate a landscape-painting video from PROMPT.
 
@@ -171,7 +173,7 @@ def generate(ctx, prompt, negative, model, motion_module, frames, size, steps, g
                           motion_module=motion_module, frames=frames, width=width, height=height, steps=steps,
                           guidance=guidance, sparse_causal=sparse_causal,
                           interpolate_times=int(interp_times) if (interpolate and explicit) else 1,
-                          gamma=gamma, omega=omega, overlap=overlap, fps=fps, device=device)
+                          gamma=gamma, omega=omega, overlap=overlap, fps=fps, device=str(runtime.device))
         return
     check(prompt is not None, "missing PROMPT (or use --prompts FILE --out-dir DIR for a batch)")
     check(out is not None, "missing -o/--out FILE")
@@ -183,8 +185,8 @@ def generate(ctx, prompt, negative, model, motion_module, frames, size, steps, g
     keys = check_keyframes(keyframes, frames)
     from ..pipelines.text_to_video import load_pipeline
 
-    pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, ema=ema, vae=vae,
-                         loras=lora_specs)
+    pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, ema=ema, vae=vae, loras=lora_specs,
+                         **runtime.load_kwargs)
     show_notes(pipe)
     times = int(interp_times) if interpolate else 1
     check(not keys or frames <= pipe.max_frames, f"--keyframe works within one clip of at most {pipe.max_frames} "

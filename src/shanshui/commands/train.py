@@ -21,10 +21,13 @@ import click
 @click.option("--lora-rank", type=int, default=None, metavar="R",
               help="Train a rank-R motion LoRA on model.motion_module instead of the full module "
                    "(saved as motion_lora.safetensors, diffusers layout; use it with --lora).")
+@click.option("--dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), default="auto", show_default=True,
+              help="Mixed precision (overrides the config's mixed_precision; auto = as in the config). Trainable "
+                   "weights, optimiser state and losses stay fp32; frozen weights are stored in this dtype.")
 @click.argument("overrides", nargs=-1)
 @click.pass_context
 def train(ctx, config_path: str, resume: str | None, output_dir: str | None, dry_run: bool, no_progress: bool,
-          lora_rank: int | None, overrides: tuple[str, ...]) -> None:
+          lora_rank: int | None, dtype: str, overrides: tuple[str, ...]) -> None:
     """Train a NADM motion module (+ noise adapter) on frozen Stable Diffusion components.
 
     OVERRIDES are dotted config keys, e.g. loss.lambda_con=0 model.sparse_causal=off optim.lr=1e-4.
@@ -49,6 +52,8 @@ def train(ctx, config_path: str, resume: str | None, output_dir: str | None, dry
         extra.append(f"checkpoint.resume={resume}")
     if lora_rank is not None:
         extra.append(f"model.lora_rank={lora_rank}")
+    if dtype != "auto":
+        extra.append(f"mixed_precision={ {'fp32': 'no'}.get(dtype, dtype)}")
     cfg = load_config(config_path, extra)
     from ..video_io import check_output_location
 

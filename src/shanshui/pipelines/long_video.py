@@ -44,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import check
+from ..runtime import DEFAULT_DECODE_CHUNK
 
 DEFAULT_GAMMA = 0.8
 DEFAULT_OMEGA = 0.2
@@ -270,8 +271,8 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
                   height: int | None = None, width: int | None = None, num_inference_steps: int = 25,
                   guidance_scale: float = 8.0, generator: torch.Generator | None = None,
                   gamma: float = DEFAULT_GAMMA, omega: float = DEFAULT_OMEGA, overlap: int = DEFAULT_OVERLAP,
-                  clip_frames: int | None = None, decode_chunk_size: int = 16, interpolate_times: int = 1,
-                  interpolation_flow: str = "dis", output_type: str = "np",
+                  clip_frames: int | None = None, decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
+                  interpolate_times: int = 1, interpolation_flow: str = "dis", output_type: str = "np",
                   frame_sink: Callable[[np.ndarray], None] | None = None, progress: bool = True,
                   fusion: str = "crossfade") -> LongVideoResult:
     """Generate a video of any length with ``pipe`` (a :class:`TextToVideoPipeline`).
@@ -309,7 +310,7 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
     # 2. Clip 1's starting noise, then a separate seeded stream for the reschedule randomness
     shape = (1, pipe.unet.config.in_channels, length, height // pipe.vae_scale_factor,
              width // pipe.vae_scale_factor)
-    z = pipe.prepare_latents(shape, text_embeds.dtype, generator)                  # (1, c, L, h, w)
+    z = pipe.prepare_latents(shape, torch.float32, generator)                  # (1, c, L, h, w)
     noise_gen = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     pool = noise_pool(k - 1, shape[1:], noise_gen).to(z.device, z.dtype)          # (K-1, c, L, h, w)
 
@@ -327,7 +328,7 @@ def generate_long(pipe, prompt: str, negative_prompt: str | None = None, num_fra
     # 4. Per-clip phase: every clip starts from clip 1's state, then K clips step together
     clips = z.expand(k, *z.shape[1:]).clone()                                      # (K, c, L, h, w)
     if plan.shared == 0 and k > 1:  # γ = 0: nothing is shared, each clip starts from its own noise
-        clips[1:] = pipe.prepare_latents((k - 1, *shape[1:]), text_embeds.dtype, generator)
+        clips[1:] = pipe.prepare_latents((k - 1, *shape[1:]), torch.float32, generator)
     if k > 1:
         bar.set_description(f"clips 1-{k}")
     for step, t in enumerate(timesteps[plan.shared :], start=plan.shared):

@@ -53,6 +53,7 @@ from ..control.cinemagraph import animate
 from ..errors import check
 from ..image_intake import POLICIES, Painting, fit_to, prepare_painting, read_image
 from ..latent_ops import P_VSDS, alpha_schedule, slerp_frames, vsds, vsds_timesteps
+from ..runtime import DEFAULT_DECODE_CHUNK
 from .text_to_video import DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS, TextToVideoPipeline
 
 DEFAULT_PROXY_STRENGTH = 0.5
@@ -134,7 +135,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
             z = torch.cat([self.vae.encode(x[i : i + chunk]).latent_dist.mean for i in range(0, len(x), chunk)])
         finally:
             self.vae.train(was_training)
-        z = z * self.vae.config.scaling_factor                                        # (n, c, h, w)
+        z = z.float() * self.vae.config.scaling_factor                                # (n, c, h, w), float32
         return z.permute(1, 0, 2, 3).unsqueeze(0)                                     # (1, c, n, h, w)
 
     def noise_to(self, z0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
@@ -304,7 +305,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         output_type: str = "np",
-        decode_chunk_size: int = 16,
+        decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
         progress: bool = True,
         control: str = "training-free",
         flow=None,
@@ -361,7 +362,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         device, L = self._execution_device, num_frames
         W, H = painting.size
         text_embeds = self.encode_prompt(prompt, negative_prompt, cfg=guidance_scale > 1.0)
-        dtype = text_embeds.dtype
+        dtype = torch.float32  # latents and scheduler arithmetic stay float32 (the UNet casts its input)
 
         # 2. Motion field (px/frame on the working canvas) and still mask
         if flow is not None:
@@ -560,7 +561,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
 
 def load_painting_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                            sparse_causal: str | None = None, device: str | torch.device = "cpu",
-                           dtype: torch.dtype = torch.float32, i2v: str | Path | None = None,
+                           dtype: str | torch.dtype | None = "auto", low_vram=False, i2v: str | Path | None = None,
                            **load_options) -> PaintingToVideoPipeline:
     """:func:`~shanshui.pipelines.text_to_video.load_pipeline` (same files and defaults), for paintings, plus
     the image-to-video module from ``i2v`` (a ``train-control`` output folder) or, by default, the model's own
@@ -568,17 +569,15 @@ def load_painting_pipeline(model: str | Path | None = None, motion_module: str |
     :func:`~shanshui.pipelines.text_to_video.load_pipeline`."""
     from .text_to_video import load_pipeline
 
-    base = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype,
-                         **load_options)
-    pipe = PaintingToVideoPipeline(**base.components)
-    pipe.load_notes = base.load_notes
+    pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, device=device, dtype=dtype,
+                         low_vram=low_vram, pipeline_class=PaintingToVideoPipeline, **load_options)
     from .loading import BUNDLED_DIR
 
     folder = i2v_folder(model) if i2v is None else Path(i2v)
     if folder is not None:
         image_model = BUNDLED_DIR if model is None else Path(model)
         check(image_model.is_dir(), f"an image-to-video module needs a diffusers model folder, not '{image_model}'")
-        attach_i2v(pipe, folder, image_model, device=device, dtype=dtype)
+        attach_i2v(pipe, folder, image_model, device=pipe.unet.device, dtype=pipe.unet.dtype)
     return pipe
 
 

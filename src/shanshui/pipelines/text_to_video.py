@@ -3,6 +3,10 @@ sampled with DDIM and classifier-free guidance, decoded in chunks, optionally sm
 
 Defaults (NADM §IV-A-2): 25 DDIM steps, guidance 8, linear betas 0.00085–0.012, 16 frames. More frames than
 the motion module's window switch to the long-video path (:mod:`shanshui.pipelines.long_video`).
+
+Precision: the UNet and text encoder may run in fp16/bf16, but latents and every scheduler update stay float32
+(the UNet's input is cast down, its noise prediction cast back up); the VAE's dtype is chosen by
+:func:`shanshui.runtime.vae_dtype`. Memory: :meth:`TextToVideoPipeline.set_memory_options` (``--low-vram``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ..errors import ShanshuiError, check
+from ..runtime import DEFAULT_DECODE_CHUNK, MemoryOptions
 
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 8.0
@@ -40,6 +45,30 @@ class TextToVideoPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                               scheduler=scheduler)
+        self.memory = MemoryOptions()
+
+    # ------------------------------------------------------------------ memory options
+    def set_memory_options(self, options: MemoryOptions | None = None, device=None) -> "TextToVideoPipeline":
+        """Apply :class:`~shanshui.runtime.MemoryOptions` (``None`` = all off). ``cpu_offload`` needs the
+        accelerator ``device`` the models should visit (it is ignored on a CPU: there is nothing to offload to)."""
+        from ..models.memory import disable_split_inference, enable_split_inference
+
+        options = options or MemoryOptions()
+        disable_split_inference(self.unet)
+        if options.split_inference:
+            enable_split_inference(self.unet, options.spatial_split, options.temporal_split)
+        if options.vae_tiling:
+            self.vae.enable_tiling()
+        else:
+            self.vae.disable_tiling()
+        if options.cpu_offload and device is not None and torch.device(device).type != "cpu":
+            self.enable_model_cpu_offload(device=device)
+        self.memory = options
+        return self
+
+    def enable_low_vram(self, device=None) -> "TextToVideoPipeline":
+        """``--low-vram``: :meth:`MemoryOptions.low_vram` (every exact memory option)."""
+        return self.set_memory_options(MemoryOptions.low_vram(), device=device)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -75,6 +104,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         return torch.cat([neg, pos]).to(self.text_encoder.dtype)
 
     def prepare_latents(self, shape, dtype, generator, latents=None) -> torch.Tensor:
+        """Initial noise; ``dtype`` is the latents' dtype (float32 in every pipeline here)."""
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=dtype)
         else:
@@ -84,17 +114,30 @@ class TextToVideoPipeline(DiffusionPipeline):
 
     def predict(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
         """One guided network output for a latent video ``(b, c, f, h, w)``, in the scheduler's
-        parameterisation (ε or v: ``self.scheduler.config.prediction_type``); guidance is linear in either."""
+        parameterisation (ε or v: ``self.scheduler.config.prediction_type``; guidance is linear in either), in
+        the latents' dtype.
+
+        The UNet runs in its own dtype; guidance is combined in float32. With ``memory.cfg_sequential`` the
+        unconditional and conditional halves run one after the other (same numbers, half the activations)."""
         cfg = guidance_scale > 1.0
-        model_in = torch.cat([latents] * 2) if cfg else latents
-        model_in = self.scheduler.scale_model_input(model_in, t)
+        unet_dtype = self.unet.dtype
         frames = latents.shape[2]
-        cond = text_embeds.repeat_interleave(frames, dim=0)
-        out = self.unet(model_in, t, encoder_hidden_states=cond).sample
-        if cfg:
-            out_u, out_c = out.chunk(2)
+        model_in = self.scheduler.scale_model_input(latents, t).to(unet_dtype)
+        embeds = text_embeds.to(unet_dtype)
+
+        def run(x, emb):
+            cond = emb.repeat_interleave(frames, dim=0)
+            return self.unet(x, t, encoder_hidden_states=cond).sample.float()
+
+        if not cfg:
+            out = run(model_in, embeds)
+        elif self.memory.cfg_sequential:
+            out_u, out_c = run(model_in, embeds[:1]), run(model_in, embeds[1:])
             out = out_u + guidance_scale * (out_c - out_u)
-        return out
+        else:
+            out_u, out_c = run(torch.cat([model_in] * 2), embeds).chunk(2)
+            out = out_u + guidance_scale * (out_c - out_u)
+        return out.to(latents.dtype)
 
     def predict_noise(self, latents, t, text_embeds, guidance_scale) -> torch.Tensor:
         """One guided ε prediction for a latent video ``(b, c, f, h, w)`` (converted from v when needed)."""
@@ -106,22 +149,36 @@ class TextToVideoPipeline(DiffusionPipeline):
 
         return split_prediction(self.scheduler, output, latents, t)
 
-    def decode_latents(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    def decode_latents(self, latents: torch.Tensor, chunk: int = DEFAULT_DECODE_CHUNK) -> torch.Tensor:
         """``(b, c, f, h, w)`` latents -> ``(b, f, 3, H, W)`` float32 images in [0, 1], ``chunk`` frames at a time.
 
         The VAE decodes in eval mode (its previous mode is restored): the same weights left in training mode
         decode to slightly different numbers (measured ~1e-6 on the tiny test model), so a freshly built and a
         loaded model would not agree."""
         b, c, f, h, w = latents.shape
+        chunk = self.memory.decode_chunk or chunk
         z = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / self.vae.config.scaling_factor
         was_training = self.vae.training
         self.vae.eval()
         try:
-            images = torch.cat([self.vae.decode(z[i : i + chunk]).sample for i in range(0, b * f, chunk)])
+            images = torch.cat([self._decode_chunk(z[i : i + chunk]) for i in range(0, b * f, chunk)])
         finally:
             self.vae.train(was_training)
-        images = (images.float() / 2 + 0.5).clamp(0, 1)
+        images = (images / 2 + 0.5).clamp(0, 1)
         return images.reshape(b, f, *images.shape[1:])
+
+    def _decode_chunk(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode in the VAE's dtype; a half-precision chunk that overflows is decoded again in float32."""
+        vae_dtype = self.vae.dtype
+        out = self.vae.decode(z.to(vae_dtype)).sample.float()
+        if vae_dtype != torch.float32 and not torch.isfinite(out).all():
+            self.vae_upcasts = getattr(self, "vae_upcasts", 0) + 1
+            self.vae.to(torch.float32)
+            try:
+                out = self.vae.decode(z.float()).sample.float()
+            finally:
+                self.vae.to(vae_dtype)
+        return out
 
     # ------------------------------------------------------------------ main
     @torch.no_grad()
@@ -139,7 +196,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         eta: float = 0.0,
         latents: torch.Tensor | None = None,
         output_type: str = "np",
-        decode_chunk_size: int = 16,
+        decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
         interpolate_times: int = 1,
         interpolation_flow: str = "dis",
         progress: bool = True,
@@ -194,7 +251,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         # 4. Initial noise
         shape = (1, self.unet.config.in_channels, num_frames,
                  height // self.vae_scale_factor, width // self.vae_scale_factor)
-        latents = self.prepare_latents(shape, text_embeds.dtype, generator, latents)
+        latents = self.prepare_latents(shape, torch.float32, generator, latents)
         pins = None
         if keyframes:
             from ..control.keyframes import make_pins
@@ -290,18 +347,26 @@ def model_objective(model) -> dict:
 
 def load_pipeline(model: str | Path | None = None, motion_module: str | Path | None = None,
                   sparse_causal: str | None = None, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32, ema: bool = False, vae: str | Path | None = None,
+                  dtype: str | torch.dtype | None = "auto", low_vram: bool | MemoryOptions = False,
+                  pipeline_class: type | None = None, ema: bool = False, vae: str | Path | None = None,
                   loras=(), lora_fuse: bool = True, norm: str | None = None) -> TextToVideoPipeline:
     """Build the pipeline from local files. ``model=None`` -> the bundled model (and its motion module).
 
+    ``dtype``: ``"auto" | "fp16" | "bf16" | "fp32"`` or a torch dtype (see :mod:`shanshui.runtime`);
+    ``low_vram``: ``True`` for :meth:`MemoryOptions.low_vram`, or explicit :class:`MemoryOptions`.
     ``ema``: a single-file checkpoint's EMA UNet weights. ``vae``: a VAE folder/file replacing (or supplying)
-    the model's VAE. ``loras``: ``(path, scale)`` pairs or ``"PATH[:SCALE]"`` strings, applied in order to
-    the UNet (spatial and motion layers) and text encoder — fused into the weights, or as removable hooks
-    with ``lora_fuse=False`` (see :mod:`shanshui.models.lora`). What was loaded is described in
-    ``pipe.load_notes`` (a list of one-line messages). ``norm`` overrides the motion GroupNorm mode chosen by
-    :func:`~shanshui.models.motion_io.load_motion_module` (``"joint"`` reproduces diffusers'
-    ``AnimateDiffPipeline`` on a ``MotionAdapter`` folder).
+    the model's VAE. ``loras``: ``(path, scale)`` pairs or ``"PATH[:SCALE]"`` strings, applied in order (in
+    float32, before the cast to ``dtype``) to the UNet (spatial and motion layers) and text encoder — fused
+    into the weights, or as removable hooks with ``lora_fuse=False`` (see :mod:`shanshui.models.lora`). What
+    was loaded is described in ``pipe.load_notes`` (a list of one-line messages). ``norm`` overrides the motion
+    GroupNorm mode chosen by :func:`~shanshui.models.motion_io.load_motion_module` (``"joint"`` reproduces
+    diffusers' ``AnimateDiffPipeline`` on a ``MotionAdapter`` folder).
     """
+    from ..runtime import resolve_device, resolve_dtype
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    memory = MemoryOptions.low_vram() if low_vram is True else (low_vram or None)
     from ..models.motion import build_video_unet, set_temporal_attention
     from ..models.motion_io import load_motion_module
     from ..schedulers import make_scheduler
@@ -314,21 +379,38 @@ def load_pipeline(model: str | Path | None = None, motion_module: str | Path | N
     check(motion_module is not None, "a motion module is required (--motion-module PATH)")
     lora_specs = [parse_lora(x) for x in loras]
     notes: list[str] = []
-    components = load_base_components(model, dtype, ema=ema, vae=vae, notes=notes)
+    components = load_base_components(model, torch.float32, ema=ema, vae=vae, notes=notes)
     state, config = load_motion_module(motion_module, norm=norm)
     video_unet = build_video_unet(components["unet"], config, state)
     if sparse_causal is not None:
         set_temporal_attention(video_unet, sparse_causal, config.versatile)
-    pipe = TextToVideoPipeline(vae=components["vae"], text_encoder=components["text_encoder"],
-                               tokenizer=components["tokenizer"], unet=video_unet,
-                               scheduler=make_scheduler(objective=model_objective(model)))
-    pipe.to(device=device, dtype=dtype)
+    pipe = (pipeline_class or TextToVideoPipeline)(
+        vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=components["tokenizer"],
+        unet=video_unet, scheduler=make_scheduler(objective=model_objective(model)))
     if lora_specs:
         from ..models.lora import apply_loras
 
         for report in apply_loras(pipe, lora_specs, fuse=lora_fuse):
             notes.append(report.summary())
     pipe.load_notes = notes
+    return place(pipe, device, dtype, memory)
+
+
+def place(pipe, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = "auto",
+          memory: MemoryOptions | None = None):
+    """Cast a pipeline's models (UNet and text encoder to ``dtype``, the VAE to :func:`vae_dtype`), move them
+    to ``device`` (or set up CPU offload) and apply ``memory``. Returns ``pipe``."""
+    from ..runtime import resolve_device, resolve_dtype, vae_dtype
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    pipe.unet.to(dtype=dtype)
+    pipe.text_encoder.to(dtype=dtype)
+    pipe.vae.to(dtype=vae_dtype(dtype))
+    offload = memory is not None and memory.cpu_offload and device.type != "cpu"
+    if not offload:
+        pipe.to(device)
+    pipe.set_memory_options(memory, device=device if offload else None)
     return pipe
 
 

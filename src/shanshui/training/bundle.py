@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 
 from ..errors import check
+from .checkpoint import replace_dir
 
 MAX_BYTES = 60 * 1024 * 1024
 MAX_FILE_BYTES = 16 * 1024 * 1024      # every file of the bundle stays below this (weights are sharded)
@@ -76,12 +76,7 @@ def export_control(control_dir: str | Path, out: str | Path, max_bytes: int = MA
         shutil.rmtree(tmp, ignore_errors=True)
         check(False, f"bundle with the control model is {size / 2**20:.1f} MiB, over the "
                      f"{max_bytes / 2**20:.0f} MiB limit")
-    old = out / (I2V_DIR + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, final)
     return final
 
 
@@ -114,12 +109,7 @@ def export_bundled(image_model: str | Path, motion_module: str | Path, out: str 
                                                      f"over the {MAX_FILE_BYTES / 2**20:.0f} MiB per-file limit")
     size = folder_bytes(tmp)
     check(size <= max_bytes, f"bundle is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit")
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out)
     return out
 
 

@@ -96,8 +96,9 @@ def build_models(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "
                  frozen_dtype: torch.dtype = torch.float32) -> TrainingModels:
     """Load or create the components, inflate the UNet, add the adapter, freeze, and move to ``device``.
 
-    The trainable weights are kept in float32 (mixed precision autocasts their compute); the frozen VAE and
-    text encoder are cast to ``frozen_dtype``.
+    The trainable weights are kept in float32 (mixed precision autocasts their compute); the frozen VAE, text
+    encoder and the UNet's frozen image layers are stored in ``frozen_dtype`` (under mixed precision they are
+    computed in that dtype anyway: storing them so saves their fp32 copy and a cast per forward pass).
     """
     from ..models.motion import MotionConfig, build_video_unet, freeze_image_layers
     from ..models.noise_adapter import NoiseAdapter
@@ -156,12 +157,22 @@ def build_models(cfg: ModelConfig, seed: int = 0, device: torch.device | str = "
         unet.enable_gradient_checkpointing()
 
     net = TrainableNet(unet, adapter, lora).to(device)
+    cast_frozen_parameters(unet, frozen_dtype)
     for frozen in (vae, text_encoder):
         frozen.to(device)
         if frozen_dtype != torch.float32:
             frozen.to(frozen_dtype)
     return TrainingModels(net=net, vae=vae, text_encoder=text_encoder, tokenizer=comps["tokenizer"],
                           noise_scheduler=make_noise_scheduler(objective), motion_config=unet.shanshui_motion_config)
+
+
+def cast_frozen_parameters(module: nn.Module, dtype: torch.dtype) -> None:
+    """Store every parameter that takes no gradient in ``dtype``; trainable ones stay as they are."""
+    if dtype == torch.float32:
+        return
+    for p in module.parameters():
+        if not p.requires_grad and p.dtype != dtype:
+            p.data = p.data.to(dtype)
 
 
 def save_trained_weights(models: TrainingModels, folder: str | Path, unet=None, adapter=None) -> dict[str, Path]:

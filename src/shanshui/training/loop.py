@@ -117,6 +117,9 @@ def train(cfg: TrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
         )
     except (ValueError, RuntimeError) as exc:
         raise ShanshuiError(f"cannot set up accelerate (mixed_precision='{cfg.mixed_precision}'): {exc}") from exc
+    check(not (cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu"),
+          "mixed_precision='fp16' needs a GPU (accelerate does not autocast to fp16 on a CPU); "
+          "use bf16 or no there")
     main = accelerator.is_main_process
     if cfg.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True

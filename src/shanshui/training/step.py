@@ -98,7 +98,8 @@ def training_step(batch: dict, models, noise_scheduler, cfg: TrainConfig, genera
     to_eps = None
     if noise_scheduler.config.prediction_type != "epsilon":  # the adapter embeds the predicted noise (SPEC §1.2)
         to_eps = lambda out: split_prediction(noise_scheduler, out, noisy, timesteps)[1]  # noqa: E731
-    pred, emb = net(noisy.to(unet_dtype), timesteps, text_frames, with_embeddings=use_con, to_eps=to_eps)
+    pred, emb = net(noisy.to(unet_dtype), timesteps, text_frames, with_embeddings=use_con,
+                    **({"to_eps": to_eps} if to_eps is not None else {}))
 
     # 5. Losses: the diffusion term on the model's own parameterisation (ε, or v for v-prediction models)
     loss_diff = diffusion_loss(pred, training_target(noise_scheduler, z0, noise, timesteps))

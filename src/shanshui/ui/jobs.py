@@ -196,7 +196,7 @@ class PaintingSettings:
     prompt: str
     arrows: str = ""                 # JSON: [[x0, y0, x1, y1, strength], ...] in the painting's pixels
     mask: str | None = None          # image file, white = still
-    strength: float = 1.0
+    strength: float = 0.0            # speed in px/frame at the output size, as `animate --strength`; 0 = as drawn
     use_proxy: bool = True
     use_vsds: bool = True
     proxy_strength: float = 0.5
@@ -220,7 +220,7 @@ class PaintingSettings:
         check(isinstance(self.prompt, str) and self.prompt.strip() != "", "prompt must not be empty")
         self.prompt = self.prompt.strip()
         self.negative = (self.negative or "").strip()
-        self.strength = as_float(self.strength, "strength", 0.0, 10.0)
+        self.strength = as_float(self.strength or 0.0, "strength", 0.0, 10.0)
         self.proxy_strength = as_float(self.proxy_strength, "proxy strength", 0.01, 1.0)
         self.motion_guidance = as_float(self.motion_guidance, "motion guidance", 0.0, 1.0)
         self.frames = as_int(self.frames, "frames", 2, MAX_FRAMES)
@@ -246,7 +246,8 @@ class PaintingSettings:
             args += ["--arrow", ",".join(_num(round(v, 1)) for v in (a.x0, a.y0, a.x1, a.y1, a.strength))]
         if self.mask:
             args += ["--mask", mask_name or Path(self.mask).name]
-        args += ["--strength", _num(self.strength)]
+        if self.strength > 0:
+            args += ["--strength", _num(self.strength)]
         if not self.use_proxy:
             args += ["--no-proxy"]
         elif self.proxy_strength != 0.5:
@@ -446,7 +447,8 @@ def run_painting(models: ModelCache, ws: Workspace, s: PaintingSettings, control
     with control:
         out = pipe(s.painting, s.prompt, negative_prompt=s.negative or None, num_frames=s.frames,
                    num_inference_steps=s.steps, guidance_scale=s.guidance, arrows=s.parsed_arrows,
-                   still_mask=still if still is not None else s.mask, strength=s.strength,
+                   still_mask=still if still is not None else s.mask, speed=s.strength or None,
+                   control="trained" if getattr(pipe, "i2v", None) is not None else "training-free",
                    motion_guidance=s.motion_guidance, proxy_strength=s.proxy_strength, use_proxy=s.use_proxy,
                    use_vsds=s.use_vsds, long_side=s.size or None, seed=s.seed)
     frames = out.frames[0]
