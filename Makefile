@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROMPT ?= Mountains, dense fog, red sun, boat on the lake, flying birds.
 OUT    ?= out
 
-.PHONY: install demo test bench clean ui benchmark-deps real-size gpu-check-tiny
+.PHONY: install demo test bench clean ui benchmark-deps real-size gpu-check-tiny mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ ui: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 -q tests
+
+# Mutation testing of the core modules (docs/testing.md; slow, not part of `make test`). The modules and the
+# focused tests are listed under [tool.mutmut] in pyproject.toml. MUTMUT_CHILDREN=1 keeps it to one core;
+# MUTANTS='shanshui.losses.* shanshui.latent_ops.*' runs only those modules' mutants.
+MUTMUT_CHILDREN ?= 1
+MUTANTS ?=
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,mutation]"
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN) $(MUTANTS)
+	$(PY) benchmarks/mutation_report.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/t2v_speed.py

@@ -2,7 +2,8 @@
 
 Subcommands live in :mod:`shanshui.commands`, one file each, and are imported only when invoked, so that
 ``shanshui --help`` answers instantly. Any :class:`~shanshui.errors.ShanshuiError` (bad user input) or
-click usage error becomes a one-line message on stderr and exit code 2; Ctrl-C exits with 130.
+click usage error becomes a one-line message on stderr and exit code 2, and so does an ``OSError`` (a folder
+that cannot be created, a full disk); Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -78,6 +79,23 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an ``OSError`` that no command turned into a :class:`ShanshuiError` itself."""
+    import errno
+    from pathlib import Path
+
+    from .video_io import write_error
+
+    if exc.filename and exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EFBIG, errno.EDQUOT,
+                                      errno.EROFS):
+        return str(write_error(Path(str(exc.filename)), exc))
+    what = exc.strerror or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if exc.errno == errno.EFBIG:
+        what += " (file-size limit reached)"
+    names = [n for n in (exc.filename, exc.filename2) if n]
+    return what[:1].lower() + what[1:] + "".join(f": '{n}'" for n in names)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the process exit code."""
     _quiet_libraries()
@@ -94,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.Abort:
         click.echo("interrupted", err=True)
         return 130
+    except OSError as exc:  # a file or folder the command could not create, write or read
+        click.echo(f"error: {os_error_line(exc)}", err=True)
+        return 2
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130

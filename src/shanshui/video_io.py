@@ -9,6 +9,7 @@ earlier good file of the same name).
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import tempfile
@@ -44,24 +45,68 @@ def as_uint8_frames(frames) -> np.ndarray:
     raise ShanshuiError(f"frames dtype {arr.dtype} is not supported (use uint8 or float in [0, 1])")
 
 
+def write_error(path: Path, exc: OSError) -> ShanshuiError:
+    """A one-line :class:`ShanshuiError` for an OS failure while writing ``path``."""
+    path = Path(path)
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return ShanshuiError(f"cannot write '{path}': '{blocker}' is a file, not a folder")
+    reasons = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file too large (file-size limit reached)",
+               errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+               errno.EACCES: "permission denied (read-only folder?)", errno.EPERM: "operation not permitted"}
+    reason = reasons.get(exc.errno) or exc.strerror or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return ShanshuiError(f"cannot write '{path}': {reason}")
+
+
+def check_output_location(path: str | os.PathLike, folder: bool = False) -> None:
+    """Fail early, before any work is done, when ``path`` (a file, or a ``folder`` to create) cannot be made:
+    its nearest existing ancestor must be a folder we may write into (probed with a temporary file that is
+    removed at once). The writers still report failures that only show while writing (disk full)."""
+    path = Path(path).expanduser()
+    anc = path if folder else path.parent
+    anc = anc if str(anc) else Path(".")
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if folder and anc == path:
+        check(path.is_dir(), f"cannot write into '{path}': it is a file, not a folder")
+    check(anc.is_dir(), f"cannot write '{path}': '{anc}' is a file, not a folder")
+    try:  # a real probe (permission bits do not stop root; read-only mounts do)
+        with tempfile.TemporaryFile(dir=anc):
+            pass
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    An OS failure while creating the folder, writing or renaming (parent is a file, read-only folder, disk
+    full, file-size limit) becomes a one-line :class:`ShanshuiError` naming ``path``; the temporary file is
+    removed and an existing file at ``path`` is left as it was.
+    """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=parent)
-    os.close(fd)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise write_error(path, exc) from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        with contextlib.suppress(OSError):
+            tmp_path.unlink(missing_ok=True)
 
 
 def contact_sheet(frames, cols: int | None = None, pad: int = 2, background: int = 255) -> np.ndarray:
@@ -77,6 +122,32 @@ def contact_sheet(frames, cols: int | None = None, pad: int = 2, background: int
         y, x = pad + r * (h + pad), pad + c * (w + pad)
         sheet[y : y + h, x : x + w] = frame
     return sheet
+
+
+def check_mp4_complete(tmp: Path, path: Path) -> None:
+    """Raise unless ``tmp`` is a whole MP4 file: its top-level boxes tile the file exactly and include
+    ``moov`` and ``mdat``. The ffmpeg encoder runs as a separate process whose failure (disk full, file-size
+    limit) imageio does not report; a truncated file fails this test."""
+    size = os.path.getsize(tmp)
+    seen, pos = set(), 0
+    with open(tmp, "rb") as fh:
+        while pos < size:
+            fh.seek(pos)
+            head = fh.read(16)
+            if len(head) < 8:
+                break
+            box, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if box == 1 and len(head) == 16:
+                box = int.from_bytes(head[8:16], "big")
+            elif box == 0:
+                box = size - pos
+            if box < 8:
+                break
+            seen.add(kind)
+            pos += box
+    if pos != size or not {b"moov", b"mdat"} <= seen:
+        raise ShanshuiError(f"cannot write '{path}': the video encoder stopped early "
+                            f"(disk full or file-size limit?); nothing was written")
 
 
 def _even(frames: np.ndarray) -> np.ndarray:
@@ -107,6 +178,7 @@ def write_video(frames, path: str | os.PathLike, fps: float = 8.0, quality: int 
                     writer.append_data(frame)
             finally:
                 writer.close()
+            check_mp4_complete(tmp, path)
         elif suffix in (".gif", ".webp"):
             images = [Image.fromarray(f) for f in frames]
             duration = int(round(1000.0 / fps))
@@ -161,6 +233,7 @@ class VideoWriter:
         if self.suffix == ".mp4":
             self._ffmpeg.close()
             self._ffmpeg = None
+            check_mp4_complete(self.tmp, self.path)
         elif self.suffix in (".gif", ".webp"):
             duration = int(round(1000.0 / self.fps))
             kwargs = {"lossless": False, "quality": 90} if self.suffix == ".webp" else {"optimize": False}

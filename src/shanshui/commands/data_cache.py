@@ -36,6 +36,9 @@ def cache(directory: Path, model: str | None, preset: str | None, preset_seed: i
 
     check((model is None) != (preset is None), "give exactly one of --model PATH and --preset NAME")
     check(size % 8 == 0, f"--size={size} must be a multiple of 8")
+    from ..video_io import check_output_location
+
+    check_output_location(output or directory / ".latent-cache", folder=True)
     mcfg = ModelConfig(base_model=model, preset=preset, preset_seed=preset_seed)
     if model is not None:
         check(Path(model).expanduser().exists(), f"model '{model}' does not exist")

@@ -79,8 +79,10 @@ def check(directory: Path, json_out: Path | None, frames: int, stride: int, deep
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..data.index import dataset_stats, empty_dataset_message, scan_dataset
-    from ..video_io import atomic_output
+    from ..video_io import atomic_output, check_output_location
 
+    if json_out is not None:
+        check_output_location(json_out)
     index = scan_dataset(directory)
     require(bool(index.items or index.skipped), empty_dataset_message(index))
     err_console = Console(stderr=True)

@@ -36,6 +36,9 @@ def synth(n: int, out: str, seed: int, size: int, frames: int, fmt: str, workers
     """
     from ..data.procedural_dataset import check_settings, write_dataset
 
+    from ..video_io import check_output_location
+
     check_settings(n, seed, size, frames, fmt)
+    check_output_location(out, folder=True)
     metadata = write_dataset(out, n=n, seed=seed, size=size, frames=frames, fmt=fmt, workers=workers)
     click.echo(f"wrote {n} clips: {metadata}")

@@ -50,6 +50,9 @@ def demo(prompt, out_dir, seed, steps, frames, guidance, runtime):
     from ..pipelines.text_to_video import load_pipeline, place
     from .generate import write_outputs
 
+    from ..video_io import check_output_location
+
+    check_output_location(out_dir, folder=True)
     start = time.perf_counter()
     if bundled_model_available():
         pipe, size = load_pipeline(**runtime.load_kwargs), None

@@ -70,6 +70,9 @@ def evaluate(generated_dir, real_dir, prompts, i3d, inception, clip_dir, lpips_a
     check(real_dir is None or Path(real_dir).is_dir(), f"--real '{real_dir}' is not a folder of videos")
     if json_out is not None:
         check(json_out.suffix.lower() == ".json", f"--json '{json_out}' must end in .json")
+        from ..video_io import check_output_location
+
+        check_output_location(json_out)
     _check_device(device)
     given = {"fvd": i3d, "kvd": i3d, "is": inception, "clip-text": clip_dir, "clip-temp": clip_dir,
              "lpips": lpips_alexnet}

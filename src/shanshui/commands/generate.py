@@ -41,8 +41,11 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def output_paths(out: Path) -> None:
+    from ..video_io import check_output_location
+
     check(out.suffix.lower() in VIDEO_SUFFIXES,
           f"output '{out}' must end in one of {', '.join(VIDEO_SUFFIXES)}")
+    check_output_location(out)
 
 
 def check_cheap(frames: int, steps: int, guidance: float, gamma: float = 0.8, omega: float = 0.2,

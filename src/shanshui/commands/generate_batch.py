@@ -18,6 +18,9 @@ def run_batch_command(prompts_file: Path, out_dir: Path, seeds_text: str, fmt: s
     prompts = read_prompt_file(prompts_file)
     seeds = parse_seeds(seeds_text)
     check(not out_dir.exists() or out_dir.is_dir(), f"--out-dir '{out_dir}' exists and is not a folder")
+    from ..video_io import check_output_location
+
+    check_output_location(out_dir, folder=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     from accelerate import PartialState
 

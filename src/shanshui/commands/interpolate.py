@@ -31,10 +31,11 @@ def interpolate(video: Path, output: Path, times: str, flow: str, raft_weights: 
                 rife_weights: Path | None, device: str, fps: float | None) -> None:
     """Insert frames between the frames of VIDEO (mp4, gif, webp or a folder of frames) and write OUTPUT."""
     from ..flow import interpolate as run_interpolation
-    from ..video_io import VIDEO_SUFFIXES, read_video, write_video
+    from ..video_io import VIDEO_SUFFIXES, check_output_location, read_video, write_video
 
     check(output.suffix.lower() in VIDEO_SUFFIXES,
           f"output '{output}' must end in one of {', '.join(VIDEO_SUFFIXES)}")
+    check_output_location(output)
     check(flow != "raft" or raft_weights is not None,
           "--flow raft needs --raft-weights PATH (a local RAFT checkpoint, e.g. raft-things.pth)")
     check(raft_weights is None or flow == "raft", f"--raft-weights is only used with --flow raft (got --flow {flow})")

@@ -55,6 +55,9 @@ def train(ctx, config_path: str, resume: str | None, output_dir: str | None, dry
     if dtype != "auto":
         extra.append(f"mixed_precision={ {'fp32': 'no'}.get(dtype, dtype)}")
     cfg = load_config(config_path, extra)
+    from ..video_io import check_output_location
+
+    check_output_location(cfg.output_dir, folder=True)
     if dry_run:
         from ..training.loop import build_dataset
 

@@ -47,6 +47,9 @@ def train_control(ctx, config_path, resume, output_dir, max_minutes, dry_run, no
     if max_minutes is not None:
         extra.append(f"max_minutes={max_minutes}")
     cfg = load_control_config(config_path, extra)
+    from ..video_io import check_output_location
+
+    check_output_location(cfg.output_dir, folder=True)
     if dry_run:
         from ..data.control_dataset import ControlClipDataset
 

@@ -35,6 +35,9 @@ def train_image(config_path: str, resume: str | None, dry_run: bool, overrides: 
     if resume is not None:
         extra.append(f"checkpoint.resume={resume}")
     cfg = load_image_config(config_path, extra)
+    from ..video_io import check_output_location
+
+    check_output_location(cfg.output_dir, folder=True)
     if dry_run:
         click.echo(cfg.to_yaml().rstrip())
         click.echo("# config OK")

@@ -38,6 +38,9 @@ def ui(port, host, model, motion_module, out_dir, concurrency, queue_size, devic
     check(motion_module is None or model is not None, "--motion-module needs --model too")
     for name, p in (("model", model), ("motion-module", motion_module)):
         check(p is None or p.exists(), f"--{name} '{p}' does not exist")
+    from ..video_io import check_output_location
+
+    check_output_location(out_dir, folder=True)
     try:
         import gradio  # noqa: F401
     except ImportError:

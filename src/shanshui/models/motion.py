@@ -39,8 +39,9 @@ NORM_MODES = ("joint", "frame")
 class MotionConfig:
     """Shape and behaviour of a motion module (saved next to its weights as JSON).
 
-    ``norm``: ``"joint"`` normalises each group over (channels, frames, h, w) as diffusers, AnimateDiff v1 and
-    the NADM release do; ``"frame"`` normalises every frame separately, as original AnimateDiff v2/v3 do.
+    ``norm``: ``"joint"`` normalises each group over (channels, frames, h, w) as diffusers'
+    ``AnimateDiffTransformer3D`` and the NADM release do (the default for new modules); ``"frame"`` normalises
+    every frame separately, as the original AnimateDiff code does in every release (v1, v2, v3).
     """
 
     block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
@@ -100,7 +101,7 @@ class MotionConfig:
 
 
 class FramewiseGroupNorm(nn.GroupNorm):
-    """GroupNorm applied to each frame of a ``(b, c, f, h, w)`` tensor separately (AnimateDiff v2/v3)."""
+    """GroupNorm applied to each frame of a ``(b, c, f, h, w)`` tensor separately (original AnimateDiff)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = x.shape[2]

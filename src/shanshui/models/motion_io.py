@@ -134,12 +134,32 @@ def _max_seq_length(raw: dict[str, torch.Tensor]) -> int | None:
     return None
 
 
-def load_motion_module(path: str | Path) -> tuple[dict[str, torch.Tensor], MotionConfig]:
-    """Load motion weights from any supported source. Returns ``(diffusers-named state dict, config)``."""
+def load_motion_module(path: str | Path, norm: str | None = None) -> tuple[dict[str, torch.Tensor], MotionConfig]:
+    """Load motion weights from any supported source. Returns ``(diffusers-named state dict, config)``.
+
+    The GroupNorm mode (``config.norm``) of the result:
+
+    * original AnimateDiff files (v1, v2 and v3 alike, ``.ckpt`` or ``.safetensors``): ``"frame"``. The
+      official ``TemporalTransformer3DModel.forward`` folds the frames into the batch *before* its GroupNorm,
+      in every release, so each frame is normalised on its own;
+    * diffusers ``MotionAdapter`` folders: ``"frame"`` too, because they are converted originals;
+      ``norm="joint"`` gives what diffusers' ``AnimateDiffPipeline`` computes (exactly equal);
+    * Shanshui/NADM files: what their stored config says.
+
+    ``norm`` (``"joint"`` or ``"frame"``) overrides the mode for any source.
+    """
+    from .motion import NORM_MODES
+
+    check(norm is None or norm in NORM_MODES, f"norm='{norm}' must be one of {NORM_MODES}")
     path = Path(path).expanduser()
     check(path.exists(), f"motion module '{path}' does not exist")
-    if path.is_dir():
-        return _load_diffusers_folder(path)
+    state, config = _load_diffusers_folder(path) if path.is_dir() else _load_file(path)
+    if norm is not None:
+        config.norm = norm
+    return state, config
+
+
+def _load_file(path: Path) -> tuple[dict[str, torch.Tensor], MotionConfig]:
     raw, meta = read_weights(path)
     state = to_diffusers_keys(raw)
     if META_KEY in meta:
@@ -147,10 +167,8 @@ def load_motion_module(path: str | Path) -> tuple[dict[str, torch.Tensor], Motio
     elif path.with_suffix(".json").exists():
         config = MotionConfig.from_dict(json.loads(path.with_suffix(".json").read_text()))
     else:
-        # An original AnimateDiff file: v1 has no mid block and uses joint norm; v2/v3 add a mid block and
-        # normalise per frame.
-        has_mid = any(k.startswith("mid_block.") for k in state)
-        known = dict(norm="frame" if has_mid else "joint", sparse_causal="temporal")
+        # An original AnimateDiff file (v1, v2 or v3; only v2 has a mid block): per-frame GroupNorm in all.
+        known = dict(norm="frame", sparse_causal="temporal")
         length = _max_seq_length(raw)
         if length:
             known["max_seq_length"] = length
@@ -181,7 +199,7 @@ def _load_diffusers_folder(path: Path) -> tuple[dict[str, torch.Tensor], MotionC
         num_attention_heads=one(c.get("motion_num_attention_heads", 8), "heads"),
         norm_num_groups=c.get("motion_norm_num_groups", 32),
         max_seq_length=c.get("motion_max_seq_length", 32),
-        norm="joint",
+        norm="frame",  # converted originals; diffusers itself normalises jointly (load with norm="joint")
         sparse_causal="temporal",
     )
     return {k: v for k, v in raw.items() if not is_position_table(k)}, config

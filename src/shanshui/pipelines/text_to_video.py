@@ -349,7 +349,7 @@ def load_pipeline(model: str | Path | None = None, motion_module: str | Path | N
                   sparse_causal: str | None = None, device: str | torch.device = "cpu",
                   dtype: str | torch.dtype | None = "auto", low_vram: bool | MemoryOptions = False,
                   pipeline_class: type | None = None, ema: bool = False, vae: str | Path | None = None,
-                  loras=(), lora_fuse: bool = True) -> TextToVideoPipeline:
+                  loras=(), lora_fuse: bool = True, norm: str | None = None) -> TextToVideoPipeline:
     """Build the pipeline from local files. ``model=None`` -> the bundled model (and its motion module).
 
     ``dtype``: ``"auto" | "fp16" | "bf16" | "fp32"`` or a torch dtype (see :mod:`shanshui.runtime`);
@@ -358,7 +358,9 @@ def load_pipeline(model: str | Path | None = None, motion_module: str | Path | N
     the model's VAE. ``loras``: ``(path, scale)`` pairs or ``"PATH[:SCALE]"`` strings, applied in order (in
     float32, before the cast to ``dtype``) to the UNet (spatial and motion layers) and text encoder — fused
     into the weights, or as removable hooks with ``lora_fuse=False`` (see :mod:`shanshui.models.lora`). What
-    was loaded is described in ``pipe.load_notes`` (a list of one-line messages).
+    was loaded is described in ``pipe.load_notes`` (a list of one-line messages). ``norm`` overrides the motion
+    GroupNorm mode chosen by :func:`~shanshui.models.motion_io.load_motion_module` (``"joint"`` reproduces
+    diffusers' ``AnimateDiffPipeline`` on a ``MotionAdapter`` folder).
     """
     from ..runtime import resolve_device, resolve_dtype
 
@@ -378,7 +380,7 @@ def load_pipeline(model: str | Path | None = None, motion_module: str | Path | N
     lora_specs = [parse_lora(x) for x in loras]
     notes: list[str] = []
     components = load_base_components(model, torch.float32, ema=ema, vae=vae, notes=notes)
-    state, config = load_motion_module(motion_module)
+    state, config = load_motion_module(motion_module, norm=norm)
     video_unet = build_video_unet(components["unet"], config, state)
     if sparse_causal is not None:
         set_temporal_attention(video_unet, sparse_causal, config.versatile)
