@@ -146,6 +146,10 @@ def load_motion_module(path: str | Path, norm: str | None = None) -> tuple[dict[
       ``norm="joint"`` gives what diffusers' ``AnimateDiffPipeline`` computes (exactly equal);
     * Shanshui/NADM files: what their stored config says.
 
+    Original files and ``MotionAdapter`` folders run their second temporal attention as the full attention
+    they were trained with (``sparse_causal="off"``); ``--sparse-causal temporal`` (or a training config)
+    switches NADM's sparse-causal sub-layer on.
+
     ``norm`` (``"joint"`` or ``"frame"``) overrides the mode for any source.
     """
     from .motion import NORM_MODES
@@ -167,8 +171,9 @@ def _load_file(path: Path) -> tuple[dict[str, torch.Tensor], MotionConfig]:
     elif path.with_suffix(".json").exists():
         config = MotionConfig.from_dict(json.loads(path.with_suffix(".json").read_text()))
     else:
-        # An original AnimateDiff file (v1, v2 or v3; only v2 has a mid block): per-frame GroupNorm in all.
-        known = dict(norm="frame", sparse_causal="temporal")
+        # An original AnimateDiff file (v1, v2 or v3; only v2 has a mid block): per-frame GroupNorm in all, and
+        # its second temporal attention is the full attention it was trained with (sparse-causal off).
+        known = dict(norm="frame", sparse_causal="off")
         length = _max_seq_length(raw)
         if length:
             known["max_seq_length"] = length
@@ -200,7 +205,7 @@ def _load_diffusers_folder(path: Path) -> tuple[dict[str, torch.Tensor], MotionC
         norm_num_groups=c.get("motion_norm_num_groups", 32),
         max_seq_length=c.get("motion_max_seq_length", 32),
         norm="frame",  # converted originals; diffusers itself normalises jointly (load with norm="joint")
-        sparse_causal="temporal",
+        sparse_causal="off",  # trained with full temporal attention in both sub-layers
     )
     return {k: v for k, v in raw.items() if not is_position_table(k)}, config
 
