@@ -2,7 +2,7 @@
 # Train the bundled model v2 on one GPU, from nothing to the fp16 bundle (MODEL_CARD.md), in about 7 minutes
 # on one H200:
 #
-#   scripts/train_bundled_gpu.sh RESULTS_DIR [full|tiny]
+#   scripts/train_bundled_gpu.sh RESULTS_DIR [full|cpu|tiny]
 #
 #  1. procedural data: 2000 training clips (seed 0) and the 60 held-out clips of the benchmarks (seed 12345)
 #  2. stage 1 up to the latent cache (VAE + latents), once
@@ -17,10 +17,12 @@
 #
 # Runs live in $SHANSHUI_RUNS (default ~/.cache/shanshui/runs) and every stage resumes where it stopped.
 # `tiny` runs the same steps with tiny models and data on a CPU in a few minutes (tests/test_gpu_script.py).
+# `cpu` is the full recipe sized for a 2-core CPU (about two hours; MODEL_CARD.md lists its step counts): the
+# same stages, one heavy job at a time (jobs that run side by side on a GPU queue on a lock file instead).
 # PYTHON (default python3) must import shanshui (e.g. PYTHONPATH=src) and its dependencies.
 set -euo pipefail
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error DIFFUSERS_VERBOSITY=error
-RESULTS=${1:?usage: scripts/train_bundled_gpu.sh RESULTS_DIR [full|tiny]}
+RESULTS=${1:?usage: scripts/train_bundled_gpu.sh RESULTS_DIR [full|cpu|tiny]}
 SCALE=${2:-full}
 PY=${PYTHON:-python3}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,11 +33,23 @@ START=$(date +%s)
 SS=("$PY" -m shanshui.cli)
 S1=(--config "$HERE/configs/bundled2_stage1.yaml")
 S2=(--config "$HERE/configs/bundled2_stage2.yaml")
+SERIAL=()              # prefix of every heavy job; on the CPU it queues them on one lock
+PROBE_THREADS=4
 
 case "$SCALE" in
   full)
     N=2000; HELD=60; ABL=300; WORKERS=$(nproc); ABL_N=36
     T1=(unet.max_minutes=2.0); T2=(schedule.max_minutes=2.0); TVAL=(); TC=(--max-minutes 2.0) ;;
+  cpu)
+    N=1500; HELD=60; ABL=200; WORKERS=2; ABL_N=36; PROBE_THREADS=2
+    SERIAL=(flock "$RUNS/.cpu.lock")
+    T1=(threads=2 'mixed_precision="no"' data.frames_per_clip=4 vae.steps=400 vae.decoder_steps=200
+        vae.decoder_batch_size=8 unet.steps=1800 unet.batch_size=32 unet.lr=4.0e-4 checkpoint.every_minutes=5
+        log_every=25)
+    T2=(cpu=true 'mixed_precision="no"' optim.batch_size=1 data.num_workers=1 schedule.max_steps=500
+        checkpoint.every=100)
+    TVAL=(--device cpu)
+    TC=(cpu=true optim.batch_size=2 data.num_workers=0 checkpoint.every=100 --max-minutes 10) ;;
   tiny)
     N=6; HELD=4; ABL=2; WORKERS=2; ABL_N=4
     T1=(model.preset=tiny data.frames_per_clip=2 threads=1 log_every=1 vae.steps=2 vae.batch_size=2 vae.crop=32
@@ -46,7 +60,7 @@ case "$SCALE" in
     TVAL=(--steps 2 --device cpu)
     TC=(cpu=true model.refiner_channels=[8,16] data.frames=4 data.size=64 data.num_workers=0 optim.batch_size=1
         schedule.max_steps=2 schedule.warmup_steps=0 checkpoint.every=1 log_every=1) ;;
-  *) echo "error: scale '$SCALE' must be full or tiny" >&2; exit 2 ;;
+  *) echo "error: scale '$SCALE' must be full, cpu or tiny" >&2; exit 2 ;;
 esac
 [ "$SCALE" = tiny ] && DATA_SIZE=64 || DATA_SIZE=128
 [ "$SCALE" = tiny ] && T1+=(data.size=64)
@@ -66,8 +80,8 @@ mark data
 # the attribute probe of benchmarks/procedural_quality.py learns from the same data meanwhile, on the CPU
 PROBE=""
 if [ "${PREPARE_PROBE:-0}" = 1 ]; then
-  "$PY" "$HERE/benchmarks/procedural_quality.py" --heldout "$RUNS/heldout" --train-data "$RUNS/data" \
-    --probe "$RUNS/probe/probe.safetensors" --threads 4 --out "$RUNS/probe/real_rows.json" \
+  "${SERIAL[@]}" "$PY" "$HERE/benchmarks/procedural_quality.py" --heldout "$RUNS/heldout" --train-data "$RUNS/data" \
+    --probe "$RUNS/probe/probe.safetensors" --threads "$PROBE_THREADS" --out "$RUNS/probe/real_rows.json" \
     --sheets "$RUNS/probe/sheets" > "$RESULTS/probe.log" 2>&1 &
   PROBE=$!
 fi
@@ -75,7 +89,7 @@ fi
 # ------------------------------------------------------------------------------------------ 2. VAE + latent cache
 COMMON=(data.root="$RUNS/data" "${T1[@]}")
 stamp "stage 1: VAE and latent cache"
-"${SS[@]}" train-image "${S1[@]}" --resume latest output_dir="$RUNS/stage1-base" until=latents "${COMMON[@]}" \
+"${SERIAL[@]}" "${SS[@]}" train-image "${S1[@]}" --resume latest output_dir="$RUNS/stage1-base" until=latents "${COMMON[@]}" \
   > "$RESULTS/stage1_base.log" 2>&1
 mark stage1_base
 
@@ -90,12 +104,12 @@ for name in eps v vminsnr; do
   dir="$RUNS/stage1-$name"
   if [ ! -d "$dir" ]; then cp -al "$RUNS/stage1-base" "$dir.tmp" && mv "$dir.tmp" "$dir"; fi
   # shellcheck disable=SC2086
-  "${SS[@]}" train-image "${S1[@]}" --resume latest output_dir="$dir" unet.stop_after=$ABL ${OBJ[$name]} \
+  "${SERIAL[@]}" "${SS[@]}" train-image "${S1[@]}" --resume latest output_dir="$dir" unet.stop_after=$ABL ${OBJ[$name]} \
     "${COMMON[@]}" > "$RESULTS/stage1_$name.log" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
-"$PY" "$HERE/benchmarks/stage1_ablation.py" --heldout "$RUNS/heldout" --n "$ABL_N" "${TVAL[@]}" \
+"${SERIAL[@]}" "$PY" "$HERE/benchmarks/stage1_ablation.py" --heldout "$RUNS/heldout" --n "$ABL_N" "${TVAL[@]}" \
   --model eps="$RUNS/stage1-eps/model" --model v="$RUNS/stage1-v/model" \
   --model vminsnr="$RUNS/stage1-vminsnr/model" --out "$RESULTS/stage1_ablation.json" \
   --pick "$RESULTS/winner.txt" 2>&1 | tee "$RESULTS/stage1_ablation.log"
@@ -106,7 +120,7 @@ mark ablation
 # ------------------------------------------------------------------------------------------ 4. the winner, to the end
 stamp "stage 1: $WIN continues to the full schedule + decoder phase"
 # shellcheck disable=SC2086
-"${SS[@]}" train-image "${S1[@]}" --resume latest output_dir="$RUNS/stage1-$WIN" ${OBJ[$WIN]} "${COMMON[@]}" \
+"${SERIAL[@]}" "${SS[@]}" train-image "${S1[@]}" --resume latest output_dir="$RUNS/stage1-$WIN" ${OBJ[$WIN]} "${COMMON[@]}" \
   > "$RESULTS/stage1_main.log" 2>&1
 IMAGE="$RUNS/stage1-$WIN/model"
 mark stage1
@@ -114,18 +128,18 @@ mark stage1
 # ------------------------------------------------------------------------------------------ 5. stage 2 (+ ablations)
 stamp "stage 2: NADM | sparse-causal off | contrastive off (| image-to-video control), side by side"
 C2=(model.base_model="$IMAGE" data.root="$RUNS/data" "${T2[@]}")
-"${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2" "${C2[@]}" \
+"${SERIAL[@]}" "${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2" "${C2[@]}" \
   > "$RESULTS/stage2.log" 2>&1 &
 MAIN2=$!
-"${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2-sc-off" model.sparse_causal=off \
+"${SERIAL[@]}" "${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2-sc-off" model.sparse_causal=off \
   "${C2[@]}" > "$RESULTS/stage2_sc_off.log" 2>&1 &
 SC=$!
-"${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2-con-off" loss.lambda_con=0 \
+"${SERIAL[@]}" "${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2-con-off" loss.lambda_con=0 \
   "${C2[@]}" > "$RESULTS/stage2_con_off.log" 2>&1 &
 CON=$!
 CTRL=""
 if [ -f "$HERE/configs/bundled_control.yaml" ]; then
-  "${SS[@]}" train-control --config "$HERE/configs/bundled_control.yaml" --no-progress --resume latest \
+  "${SERIAL[@]}" "${SS[@]}" train-control --config "$HERE/configs/bundled_control.yaml" --no-progress --resume latest \
     output_dir="$RUNS/control" model.base_model="$IMAGE" data.root="$RUNS/data" "${TC[@]}" \
     > "$RESULTS/control.log" 2>&1 &
   CTRL=$!

@@ -195,3 +195,32 @@ def test_long_video_with_trained_control(i2v_model, painting_png, monkeypatch):
     torch.testing.assert_close(out.frames[:, :, :1], z0)
     with pytest.raises(ShanshuiError, match=r"frames=7 must be in \[2, 4\]"):
         pipe(painting_png, "mist", control="training-free", num_frames=7, num_inference_steps=4, long_side=64)
+
+
+def test_long_video_with_a_v_prediction_i2v_model(i2v_model, painting_png, monkeypatch):
+    """A v-prediction, zero-terminal-SNR, trailing I2V model (the v2 bundled recipe) runs long videos: every
+    phased DDIM step uses the I2V model's schedule, and the result is finite with frame 0 = the painting."""
+    from shanshui.control.arrows import Arrow
+    from shanshui.pipelines import long_video as lv
+    from shanshui.pipelines.painting_to_video import load_painting_pipeline
+    from shanshui.schedulers import make_scheduler
+
+    pipe = load_painting_pipeline(i2v_model / "with", i2v_model / "motion.safetensors")
+    pipe.i2v_scheduler = make_scheduler("ddim", objective={"prediction_type": "v_prediction",
+                                                           "rescale_betas_zero_snr": True,
+                                                           "timestep_spacing": "trailing"})
+    monkeypatch.setattr(type(pipe), "max_frames", property(lambda self: 4))
+    seen, real = [], lv.ddim_update
+
+    def recording(scheduler, t, x0, direction):
+        seen.append((scheduler.config.prediction_type, int(t)))
+        return real(scheduler, t, x0, direction)
+
+    monkeypatch.setattr(lv, "ddim_update", recording)
+    out = pipe(painting_png, "mist", arrows=[Arrow(10, 20, 30, 20)], control="trained", num_frames=7,
+               num_inference_steps=4, long_side=64, progress=False, output_type="latent")
+    assert {p for p, _ in seen} == {"v_prediction"}
+    assert sorted({t for _, t in seen}, reverse=True) == [999, 749, 499, 249]   # trailing spacing
+    assert torch.isfinite(out.frames).all() and out.frames.shape[2] == 7
+    torch.testing.assert_close(out.frames[:, :, :1], pipe.encode_images(out.painting.image[None]))
+    assert pipe.scheduler is not pipe.i2v_scheduler    # the base scheduler is restored afterwards

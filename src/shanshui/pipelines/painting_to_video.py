@@ -451,11 +451,6 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         from .long_video import DEFAULT_CLIP_FRAMES, DEFAULT_OVERLAP, generate_long
 
         check(output_type in ("np", "latent"), f"output_type='{output_type}' must be np or latent for long videos")
-        sc = self.i2v_scheduler.config
-        check(sc.prediction_type == "epsilon" and sc.get("timestep_spacing", "leading") == "leading",
-              f"videos longer than {self.max_frames} frames need an epsilon-prediction I2V model with 'leading' "
-              f"timesteps (the phased sampler's DDIM update); this one uses {sc.prediction_type}, "
-              f"'{sc.get('timestep_spacing', 'leading')}'")
         W, H = painting.size
         z_paint = self.encode_images(painting.image[None])                                  # (1, c, 1, h, w)
         clip = min(DEFAULT_CLIP_FRAMES, self.max_frames)
