@@ -14,8 +14,16 @@ Two uses (docs/testing.md):
       python benchmarks/mutation_recheck.py tests/test_value_checks.py tests/test_properties.py \\
           --only shanshui.latent_ops --status "not checked" -k "slerp or alpha or vsds" --save
 
-mutmut's trampolines read ``MUTANT_UNDER_TEST`` at call time, so one pytest session per mutant in this process runs
-exactly the mutant mutmut generated. ``--save`` records the verdicts in ``mutants/focused-results.json`` (which
+* **estimate a module's score from a random sample** when there is no time for all its mutants
+  (``--sample N --seed S``: N mutants per module, drawn reproducibly)::
+
+      python benchmarks/mutation_recheck.py tests/test_flow.py --only shanshui.flow.sofp \
+          --status "not checked" --sample 40 --seed 0 --save
+
+mutmut's trampolines read ``MUTANT_UNDER_TEST`` at call time, so one pytest session per mutant runs exactly the
+mutant mutmut generated. Each mutant runs in a forked child of this process (the imports are paid once): a
+mutant that crashes the interpreter (e.g. a segmentation fault inside OpenCV) or runs past ``--timeout``
+seconds counts as killed, as mutmut counts them, and the run goes on. ``--save`` records the verdicts in ``mutants/focused-results.json`` (which
 ``mutation_report.py`` merges, marked as such); mutmut's own records are not changed.
 """
 
@@ -26,7 +34,9 @@ import contextlib
 import io
 import json
 import os
+import random
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -43,6 +53,9 @@ def main() -> int:
     ap.add_argument("-k", default=None, help="pytest -k expression to narrow the tests")
     ap.add_argument("--save", action="store_true", help=f"record verdicts in {FOCUSED}")
     ap.add_argument("--deadline", type=float, default=None, help="stop after this many seconds")
+    ap.add_argument("--sample", type=int, default=None, help="run only N random mutants of each module")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds one mutant may take (then: killed)")
     args = ap.parse_args()
     root = Path.cwd()
     saved_path = root / FOCUSED
@@ -53,6 +66,8 @@ def main() -> int:
     else:
         todo = sorted(n for s in load(root, focused=False).values() for n, st in s.items()
                       if st == args.status and n not in saved and args.only in n)
+    if args.sample is not None:
+        todo = sample_per_module(todo, args.sample, args.seed)
     for t in args.tests:
         shutil.copy(root / t, root / "mutants" / t)
     os.chdir(root / "mutants")
@@ -74,20 +89,57 @@ def main() -> int:
     for name in todo:
         if args.deadline and time.time() - start > args.deadline:
             break
-        os.environ["MUTANT_UNDER_TEST"] = name
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = pytest.main(base)
-        status = "killed" if code == 1 else "survived" if code == 0 else f"exit {code}"
-        killed += code == 1
+        status = run_isolated(pytest, base, name, args.timeout)
+        killed += status in KILLED
         done += 1
         print(f"{status:9s} {name}", flush=True)
         if args.save:
-            saved[name] = {"status": status if status in ("killed", "survived") else "suspicious",
-                           "tests": selection}
+            saved[name] = {"status": "killed" if status in KILLED else status if status == "survived"
+                           else "suspicious", "detail": status, "tests": selection}
             saved_path.write_text(json.dumps(saved, indent=1, ensure_ascii=False))
     os.environ.pop("MUTANT_UNDER_TEST", None)
     print(f"{killed} of {done} killed ({len(todo) - done} not run) by {selection} in {time.time() - start:.0f} s")
     return 0
+
+
+KILLED = ("killed", "crashed", "timeout")
+
+
+def sample_per_module(names: list[str], n: int, seed: int) -> list[str]:
+    """``n`` mutants of each module (mutmut names them ``module.function__mutmut_K``), drawn with ``seed``."""
+    by_module: dict[str, list[str]] = {}
+    for name in names:
+        by_module.setdefault(name.rsplit(".", 1)[0], []).append(name)
+    rng = random.Random(seed)
+    return sorted(m for group in by_module.values() for m in rng.sample(sorted(group), min(n, len(group))))
+
+
+def run_isolated(pytest, base: list[str], name: str, timeout: float) -> str:
+    """One pytest session with mutant ``name`` active, in a forked child: killed | survived | crashed | timeout |
+    exit N (pytest's usage/internal errors)."""
+    pid = os.fork()
+    if pid == 0:  # child
+        os.environ["MUTANT_UNDER_TEST"] = name
+        code = 4
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = pytest.main(base)
+        finally:
+            os._exit(int(code))
+    deadline = time.time() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.time() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout"
+        time.sleep(0.05)
+    if os.WIFSIGNALED(status):
+        return "crashed"
+    code = os.WEXITSTATUS(status)
+    return "killed" if code == 1 else "survived" if code == 0 else f"exit {code}"
 
 
 if __name__ == "__main__":
