@@ -1,8 +1,13 @@
-"""Options shared by every command that runs a diffusion model: ``--device``, ``--dtype``, ``--low-vram``.
+"""Options shared by commands.
 
-Use :func:`runtime_options` as a decorator; the command receives one ``runtime`` argument, a
-:class:`Runtime` already checked (a device this machine lacks or fp16 on a CPU fails here, before any
-weights are read).
+Every command that runs a diffusion model: ``--device``, ``--dtype``, ``--low-vram``. Use
+:func:`runtime_options` as a decorator; the command receives one ``runtime`` argument, a :class:`Runtime`
+already checked (a device this machine lacks or fp16 on a CPU fails here, before any weights are read).
+
+The training commands (``train``, ``train-control``): the options ``--resume``, ``--output-dir``,
+``--dry-run`` and ``--no-progress`` (one decorator each, so that every command keeps its own option order),
+and the steps they take alike: :func:`training_overrides`, :func:`load_training_config`,
+:func:`echo_dry_run` and :func:`run_training`.
 """
 
 from __future__ import annotations
@@ -49,3 +54,52 @@ def runtime_options(func):
         return func(*args, runtime=resolve_runtime(device, dtype, low_vram), **kwargs)
 
     return wrapper
+
+
+# ------------------------------------------------------------------------------------------ training commands
+
+resume_option = click.option(
+    "--resume", default=None, metavar="latest|PATH",
+    help="Continue from the newest checkpoint of output_dir, or from a checkpoint folder.")
+output_dir_option = click.option("--output-dir", default=None, help="Override output_dir of the config.")
+dry_run_option = click.option(
+    "--dry-run", is_flag=True, help="Validate the config and the data, print the resolved config, stop.")
+no_progress_option = click.option(
+    "--no-progress", is_flag=True, help="No progress bar (logs still go to OUTPUT/logs).")
+
+
+def training_overrides(overrides, output_dir: str | None, resume: str | None) -> list[str]:
+    """The command's dotted overrides, then ``--output-dir`` and ``--resume`` as overrides (when given)."""
+    extra = list(overrides)
+    if output_dir is not None:
+        extra.append(f"output_dir={output_dir}")
+    if resume is not None:
+        extra.append(f"checkpoint.resume={resume}")
+    return extra
+
+
+def load_training_config(load, config_path: str, overrides: list[str]):
+    """``load(config_path, overrides)``, with its ``output_dir`` checked as a place to write a folder."""
+    cfg = load(config_path, overrides)
+    from ..video_io import check_output_location
+
+    check_output_location(cfg.output_dir, folder=True)
+    return cfg
+
+
+def echo_dry_run(cfg, clips: int) -> None:
+    """What ``--dry-run`` prints: the resolved config and the number of training clips."""
+    click.echo(cfg.to_yaml().rstrip())
+    click.echo(f"# config OK; {clips} training clip(s)")
+
+
+def run_training(ctx, run, cfg, no_progress: bool):
+    """``run(cfg, progress=...)``'s result; a diverged loss
+    (:class:`~shanshui.training.monitor.TrainingDiverged`) is reported on stderr and exits with code 3."""
+    from ..training.monitor import TrainingDiverged
+
+    try:
+        return run(cfg, progress=not no_progress)
+    except TrainingDiverged as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(3)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import click
 
+from . import options
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
               help="Training config (YAML or JSON); see configs/ and docs/training.md.")
-@click.option("--resume", default=None, metavar="latest|PATH",
-              help="Continue from the newest checkpoint of output_dir, or from a checkpoint folder.")
-@click.option("--output-dir", default=None, help="Override output_dir of the config.")
-@click.option("--dry-run", is_flag=True, help="Validate the config and the data, print the resolved config, stop.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUTPUT/logs).")
+@options.resume_option
+@options.output_dir_option
+@options.dry_run_option
+@options.no_progress_option
 @click.option("--lora-rank", type=int, default=None, metavar="R",
               help="Train a rank-R motion LoRA on model.motion_module instead of the full module "
                    "(saved as motion_lora.safetensors, diffusers layout; use it with --lora).")
@@ -43,36 +44,23 @@ def train(ctx, config_path: str, resume: str | None, output_dir: str | None, dry
     import logging
 
     from ..training.config import load_config
-    from ..training.monitor import TrainingDiverged
 
-    extra = list(overrides)
-    if output_dir is not None:
-        extra.append(f"output_dir={output_dir}")
-    if resume is not None:
-        extra.append(f"checkpoint.resume={resume}")
+    extra = options.training_overrides(overrides, output_dir, resume)
     if lora_rank is not None:
         extra.append(f"model.lora_rank={lora_rank}")
     if dtype != "auto":
         extra.append(f"mixed_precision={ {'fp32': 'no'}.get(dtype, dtype)}")
-    cfg = load_config(config_path, extra)
-    from ..video_io import check_output_location
-
-    check_output_location(cfg.output_dir, folder=True)
+    cfg = options.load_training_config(load_config, config_path, extra)
     if dry_run:
         from ..training.loop import build_dataset
 
         dataset, _ = build_dataset(cfg)
-        click.echo(cfg.to_yaml().rstrip())
-        click.echo(f"# config OK; {len(dataset)} training clip(s)")
+        options.echo_dry_run(cfg, len(dataset))
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ..training.loop import train as run
 
-    try:
-        result = run(cfg, progress=not no_progress)
-    except TrainingDiverged as exc:
-        click.echo(f"error: {exc}", err=True)
-        ctx.exit(3)
+    result = options.run_training(ctx, run, cfg, no_progress)
     if result.is_main_process:
         what = "motion LoRA" if cfg.model.lora_rank else "motion module"
         click.echo(f"done: {result.step} steps; {what} in {result.final_dir}; "

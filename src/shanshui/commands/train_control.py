@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import click
 
+from . import options
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
               help="Control training config (YAML or JSON), e.g. configs/bundled_control.yaml.")
-@click.option("--resume", default=None, metavar="latest|PATH",
-              help="Continue from the newest checkpoint of output_dir, or from a checkpoint folder.")
-@click.option("--output-dir", default=None, help="Override output_dir of the config.")
+@options.resume_option
+@options.output_dir_option
 @click.option("--max-minutes", type=float, default=None,
               help="Stop cleanly (checkpoint + final weights) after this many minutes of training.")
-@click.option("--dry-run", is_flag=True, help="Validate the config and the data, print the resolved config, stop.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUTPUT/logs).")
+@options.dry_run_option
+@options.no_progress_option
 @click.argument("overrides", nargs=-1)
 @click.pass_context
 def train_control(ctx, config_path, resume, output_dir, max_minutes, dry_run, no_progress, overrides) -> None:
@@ -37,35 +38,22 @@ def train_control(ctx, config_path, resume, output_dir, max_minutes, dry_run, no
     import logging
 
     from ..training.control_config import load_control_config
-    from ..training.monitor import TrainingDiverged
 
-    extra = list(overrides)
-    if output_dir is not None:
-        extra.append(f"output_dir={output_dir}")
-    if resume is not None:
-        extra.append(f"checkpoint.resume={resume}")
+    extra = options.training_overrides(overrides, output_dir, resume)
     if max_minutes is not None:
         extra.append(f"max_minutes={max_minutes}")
-    cfg = load_control_config(config_path, extra)
-    from ..video_io import check_output_location
-
-    check_output_location(cfg.output_dir, folder=True)
+    cfg = options.load_training_config(load_control_config, config_path, extra)
     if dry_run:
         from ..data.control_dataset import ControlClipDataset
 
         d = cfg.data
         dataset = ControlClipDataset(d.root, frames=d.frames, size=d.size, seed=cfg.seed, limit=d.limit)
-        click.echo(cfg.to_yaml().rstrip())
-        click.echo(f"# config OK; {len(dataset)} training clip(s)")
+        options.echo_dry_run(cfg, len(dataset))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..training.control_loop import train_control as run
 
-    try:
-        result = run(cfg, progress=not no_progress)
-    except TrainingDiverged as exc:
-        click.echo(f"error: {exc}", err=True)
-        ctx.exit(3)
+    result = options.run_training(ctx, run, cfg, no_progress)
     if result.is_main_process:
         click.echo(f"done: {result.step} steps; control model in {result.final_dir}; "
                    f"last checkpoint {result.last_checkpoint}")

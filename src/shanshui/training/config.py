@@ -122,21 +122,16 @@ class EMAConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
+    """The top-level options of a run, shared by ``shanshui train`` and ``shanshui train-control``; a subclass
+    adds its sections (their fields follow these, in the subclass's order) and may change ``output_dir``."""
+
     output_dir: str = "runs/nadm"
     seed: int = 0
     mixed_precision: str = "no"
     cpu: bool = False                    # train on the CPU even when a GPU is present
     allow_tf32: bool = True
     log_every: int = 10
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    ema: EMAConfig = field(default_factory=EMAConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -145,6 +140,18 @@ class TrainConfig:
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -250,22 +257,35 @@ def read_config_file(path: str | Path) -> dict:
     return data
 
 
+def load_config_as(cls, validate_fn, path: str | Path | None = None,
+                   overrides: list[str] | tuple[str, ...] = ()):
+    """A ``cls`` config from ``path`` (YAML or JSON; ``None`` = defaults) with ``overrides`` applied, checked
+    by ``validate_fn`` before it is returned."""
+    data = read_config_file(path) if path is not None else {}
+    apply_overrides(data, list(overrides))
+    cfg = _build(cls, data, "")
+    validate_fn(cfg)
+    return cfg
+
+
+def config_from_dict_as(cls, validate_fn, data: dict):
+    """A ``cls`` config from a plain dict (copied through JSON, so the caller's dict is left as it is),
+    checked by ``validate_fn``."""
+    cfg = _build(cls, json.loads(json.dumps(data)), "")
+    validate_fn(cfg)
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read ``path`` (YAML or JSON; ``None`` = defaults), apply ``overrides`` and validate.
 
     Relative paths inside a config file are taken relative to the current directory (like every CLI path).
     """
-    data = read_config_file(path) if path is not None else {}
-    apply_overrides(data, list(overrides))
-    cfg = _build(TrainConfig, data, "")
-    validate(cfg)
-    return cfg
+    return load_config_as(TrainConfig, validate, path, overrides)
 
 
 def config_from_dict(data: dict) -> TrainConfig:
-    cfg = _build(TrainConfig, json.loads(json.dumps(data)), "")
-    validate(cfg)
-    return cfg
+    return config_from_dict_as(TrainConfig, validate, data)
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -278,11 +298,8 @@ def _non_negative(v, name: str) -> None:
     check(v >= 0 and math.isfinite(v), f"{name}={v} must be >= 0")
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Every check that needs no model: ranges, choices, paths, their combinations."""
-    from ..models.presets import preset_names
-
-    m, d, o, s, lo, c, v = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.loss, cfg.checkpoint, cfg.validation
+def validate_run(cfg: RunConfig) -> None:
+    """The checks of the :class:`RunConfig` options (``mixed_precision: off`` is read as ``no``)."""
     check(bool(cfg.output_dir), "output_dir must be set")
     _non_negative(cfg.seed, "seed")
     if cfg.mixed_precision == "off":
@@ -290,6 +307,14 @@ def validate(cfg: TrainConfig) -> None:
     check(cfg.mixed_precision in MIXED_PRECISION,
           f"mixed_precision='{cfg.mixed_precision}' must be one of {', '.join(MIXED_PRECISION)}")
     _positive(cfg.log_every, "log_every")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Every check that needs no model: ranges, choices, paths, their combinations."""
+    from ..models.presets import preset_names
+
+    m, d, o, s, lo, c, v = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.loss, cfg.checkpoint, cfg.validation
+    validate_run(cfg)
 
     # model
     check((m.base_model is None) != (m.preset is None),

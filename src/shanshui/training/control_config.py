@@ -11,29 +11,27 @@ schedule and checkpoint sections are the same dataclasses. Example::
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import check
 from .config import (
-    MIXED_PRECISION,
+    LATENT_SAMPLING,
     NORM_MODES,
     SPARSE_CAUSAL_MODES,
     CheckpointConfig,
     OptimConfig,
+    RunConfig,
     ScheduleConfig,
-    _build,
     _non_negative,
     _positive,
-    apply_overrides,
-    read_config_file,
+    config_from_dict_as,
+    load_config_as,
     validate,
+    validate_run,
 )
 
-LATENT_SAMPLING = ("sample", "mean")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
@@ -78,13 +76,9 @@ class ControlLossConfig:
 
 
 @dataclass
-class ControlTrainConfig:
+class ControlTrainConfig(RunConfig):
+    # output_dir keeps its first place; RunConfig's other options (seed ... log_every) follow it, then these
     output_dir: str = "runs/control"
-    seed: int = 0
-    mixed_precision: str = "no"
-    cpu: bool = False                      # train on the CPU even when a GPU is present
-    allow_tf32: bool = True
-    log_every: int = 10
     max_minutes: float = 0.0               # 0 = no time budget; else stop after this many minutes of training
     model: ControlModelConfig = field(default_factory=ControlModelConfig)
     data: ControlDataConfig = field(default_factory=ControlDataConfig)
@@ -93,27 +87,13 @@ class ControlTrainConfig:
     loss: ControlLossConfig = field(default_factory=ControlLossConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
 
 def load_control_config(path=None, overrides=()) -> ControlTrainConfig:
-    data = read_config_file(path) if path is not None else {}
-    apply_overrides(data, list(overrides))
-    cfg = _build(ControlTrainConfig, data, "")
-    validate_control(cfg)
-    return cfg
+    return load_config_as(ControlTrainConfig, validate_control, path, overrides)
 
 
 def control_config_from_dict(data: dict) -> ControlTrainConfig:
-    cfg = _build(ControlTrainConfig, json.loads(json.dumps(data)), "")
-    validate_control(cfg)
-    return cfg
+    return config_from_dict_as(ControlTrainConfig, validate_control, data)
 
 
 def validate_control(cfg: ControlTrainConfig) -> None:
@@ -122,13 +102,7 @@ def validate_control(cfg: ControlTrainConfig) -> None:
     from ..models.presets import preset_names
 
     m, d, lo = cfg.model, cfg.data, cfg.loss
-    check(bool(cfg.output_dir), "output_dir must be set")
-    _non_negative(cfg.seed, "seed")
-    if cfg.mixed_precision == "off":
-        cfg.mixed_precision = "no"
-    check(cfg.mixed_precision in MIXED_PRECISION,
-          f"mixed_precision='{cfg.mixed_precision}' must be one of {', '.join(MIXED_PRECISION)}")
-    _positive(cfg.log_every, "log_every")
+    validate_run(cfg)
     check(cfg.max_minutes >= 0 and math.isfinite(cfg.max_minutes), f"max_minutes={cfg.max_minutes} must be >= 0")
 
     check((m.base_model is None) != (m.preset is None),

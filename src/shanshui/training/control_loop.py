@@ -27,13 +27,24 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..errors import ShanshuiError, check
-from .checkpoint import latest_checkpoint, read_trainer_state, resolve_resume, save_checkpoint
+from .checkpoint import resolve_resume
 from .control_config import ControlTrainConfig
-from .loop import FROZEN_DTYPES, EpochShuffleSampler, TrainResult, step_generator
-from .monitor import FrozenGuard, MetricLogger, TrainingDiverged
+from .loop import (
+    FROZEN_DTYPES,
+    RunCheckpoints,
+    StepLosses,
+    TrainResult,
+    any_process,
+    epoch_batches,
+    make_accelerator,
+    make_optimization,
+    register_weight_hooks,
+    start_run,
+    step_generator,
+)
+from .monitor import FrozenGuard
 
 logger = logging.getLogger("shanshui.training")
 
@@ -223,22 +234,12 @@ def control_step(batch: dict, models: ControlModels, cfg: ControlTrainConfig, ge
 def train_control(cfg: ControlTrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
     """Run (or continue) the control training described by ``cfg``."""
     step_fn = step_fn or control_step
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-    from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
     from ..data.control_dataset import ControlClipDataset, collate_control
 
     out = Path(cfg.output_dir).expanduser()
-    try:
-        use_cpu = cfg.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
-        accelerator = Accelerator(cpu=use_cpu, mixed_precision=cfg.mixed_precision,
-                                  gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
-                                  step_scheduler_with_optimizer=False,
-                                  kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    except (ValueError, RuntimeError) as exc:
-        raise ShanshuiError(f"cannot set up accelerate (mixed_precision='{cfg.mixed_precision}'): {exc}") from exc
+    accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
     if cfg.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -262,134 +263,72 @@ def train_control(cfg: ControlTrainConfig, step_fn=None, progress: bool = True) 
     clip_groups = [[p for p in params if id(p) not in refiner_ids], [p for p in params if id(p) in refiner_ids]]
 
     o = cfg.optim
-    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, eps=o.eps)
-    lr_scheduler = get_scheduler(cfg.schedule.lr_scheduler, optimizer, num_warmup_steps=cfg.schedule.warmup_steps,
-                                 num_training_steps=cfg.schedule.max_steps)
-    sampler = EpochShuffleSampler(len(dataset), cfg.seed)
-    loader = DataLoader(dataset, batch_size=o.batch_size, sampler=sampler, collate_fn=collate_control,
-                        num_workers=d.num_workers, drop_last=True)
+    optimizer, lr_scheduler, sampler, loader = make_optimization(cfg, params, dataset, collate_control)
     guard = FrozenGuard(models.frozen_parameters(params), params, params)
     net, optimizer, loader, lr_scheduler = accelerator.prepare(models.net, optimizer, loader, lr_scheduler)
 
-    def save_hook(hook_models, weights, output_dir):
-        weights.clear()
-
-    def load_hook(hook_models, input_dir):
-        load_control_weights(models, input_dir)
-        hook_models.clear()
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
-
-    global_step, epoch, batch_in_epoch = 0, 0, 0
-    if resume is not None:
-        state = read_trainer_state(resume)
-        accelerator.load_state(str(resume))
-        global_step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        if main:
-            logger.info("resumed from '%s' at step %d", resume, global_step)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    metrics = MetricLogger(out, resume_step=global_step if resume is not None else None, fields=FIELDS) \
-        if main else None
-    accelerator.wait_for_everyone()
-    last_ckpt, config_yaml, batches_per_epoch = resume, cfg.to_yaml(), len(loader)
-
-    def checkpoint_now() -> Path:
-        guard.verify()
-        ep, bi = (epoch + 1, 0) if batch_in_epoch >= batches_per_epoch else (epoch, batch_in_epoch)
-        return save_checkpoint(accelerator, out, global_step,
-                               {"step": global_step, "epoch": ep, "batch_in_epoch": bi,
-                                "processes": accelerator.num_processes, "time": time.time()},
-                               config_yaml, cfg.checkpoint.total_limit,
-                               write_weights=lambda folder: save_control_weights(models, folder))
+    register_weight_hooks(accelerator, lambda folder: load_control_weights(models, folder))
+    pos, metrics = start_run(accelerator, cfg, out, resume, fields=FIELDS)
+    checkpoints = RunCheckpoints(accelerator, out, cfg, guard, len(loader),
+                                 write_weights=lambda folder: save_control_weights(models, folder))
+    last_ckpt = resume
 
     max_steps = cfg.schedule.max_steps
     budget = cfg.max_minutes * 60.0
     started = time.time()
     out_of_time = False
-    bar = tqdm(total=max_steps, initial=global_step, desc="training control", disable=not (progress and main))
-    sums = torch.zeros(3, device=accelerator.device)
-    micro, seen, t0, last_loss, checked, grad_norm = 0, [], time.time(), None, False, None
+    bar = tqdm(total=max_steps, initial=pos.step, desc="training control", disable=not (progress and main))
+    losses = StepLosses(accelerator, out, "loss_refine")
+    last_loss, checked, grad_norm = None, False, None
     try:
-        while global_step < max_steps and not out_of_time:
-            sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
-            batches = accelerator.skip_first_batches(loader, batch_in_epoch) if batch_in_epoch else loader
-            for shard in {id(loader): loader, id(batches): batches}.values():
-                if hasattr(shard, "set_epoch"):
-                    shard.set_epoch(epoch)
-            sampler.set_epoch(epoch)
-            for batch in batches:
-                with accelerator.accumulate(net):
-                    gen = step_generator(cfg.seed, accelerator.process_index, epoch, batch_in_epoch)
-                    terms = step_fn(batch, models, cfg, gen, net=net)
-                    values = torch.stack([terms["loss"].detach().float(), terms["loss_diff"].float(),
-                                          terms["loss_refine"].float()])
-                    bad = accelerator.reduce((~torch.isfinite(values)).any().float(), "sum")
-                    if bad.item() > 0:
-                        raise TrainingDiverged(
-                            f"loss became {values[0].item()} at step {global_step + 1} (loss_diff="
-                            f"{values[1].item():.4g}, loss_refine={values[2].item():.4g}); training stopped. "
-                            f"Last good checkpoint: {latest_checkpoint(out) or 'none'} -- resume from it with a "
-                            f"lower optim.lr (or check the data)")
-                    accelerator.backward(terms["loss"])
-                    if accelerator.sync_gradients and o.max_grad_norm > 0:
-                        grad_norm = accelerator.clip_grad_norm_(clip_groups[0], o.max_grad_norm)
-                        accelerator.clip_grad_norm_(clip_groups[1], o.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                sums += values
-                micro += 1
-                seen.append(accelerator.gather(batch["index"].to(accelerator.device)))
-                batch_in_epoch += 1
-                if not accelerator.sync_gradients:
-                    continue
-                lr_scheduler.step()
-                global_step += 1
-                if not checked:
-                    guard.verify()
-                    checked = True
-                mean = accelerator.reduce(sums / micro, "mean")
-                last_loss = float(mean[0])
-                if budget > 0:
-                    over = torch.tensor([float(time.time() - started >= budget)], device=accelerator.device)
-                    out_of_time = bool(accelerator.reduce(over, "sum").item() > 0)   # any process out of time
-                if main and (global_step % cfg.log_every == 0 or global_step in (1, max_steps) or out_of_time):
-                    metrics.log({"step": global_step, "loss": float(mean[0]), "loss_diff": float(mean[1]),
-                                 "loss_refine": float(mean[2]), "lr": lr_scheduler.get_last_lr()[0],
-                                 "grad_norm": float(grad_norm) if grad_norm is not None else "",
-                                 "seconds": round(time.time() - t0, 3),
-                                 "samples": " ".join(str(i) for i in torch.cat(seen).tolist())})
-                bar.update()
-                bar.set_postfix(loss=f"{last_loss:.4f}")
-                sums.zero_()
-                micro, seen, t0 = 0, [], time.time()
-                if cfg.checkpoint.every and global_step % cfg.checkpoint.every == 0:
-                    last_ckpt = checkpoint_now()
-                if global_step >= max_steps or out_of_time:
-                    break
-            else:
-                epoch += 1
-                batch_in_epoch = 0
+        for batch in epoch_batches(accelerator, loader, sampler, dataset, pos, max_steps):
+            with accelerator.accumulate(net):
+                gen = step_generator(cfg.seed, accelerator.process_index, pos.epoch, pos.batch_in_epoch)
+                terms = step_fn(batch, models, cfg, gen, net=net)
+                values = losses.finite(terms, pos.step)
+                accelerator.backward(terms["loss"])
+                if accelerator.sync_gradients and o.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(clip_groups[0], o.max_grad_norm)
+                    accelerator.clip_grad_norm_(clip_groups[1], o.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.add(values, batch)
+            pos.batch_in_epoch += 1
+            if not accelerator.sync_gradients:
                 continue
-            break
+            lr_scheduler.step()
+            pos.step += 1
+            if not checked:
+                guard.verify()
+                checked = True
+            mean = losses.mean()
+            last_loss = float(mean[0])
+            if budget > 0:
+                out_of_time = any_process(accelerator, time.time() - started >= budget)
+            if main and (pos.step % cfg.log_every == 0 or pos.step in (1, max_steps) or out_of_time):
+                metrics.log(losses.row(pos.step, mean, lr_scheduler.get_last_lr()[0], grad_norm))
+            bar.update()
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+            losses.reset()
+            if cfg.checkpoint.every and pos.step % cfg.checkpoint.every == 0:
+                last_ckpt = checkpoints.save(pos)
+            if pos.step >= max_steps or out_of_time:
+                break
     finally:
         bar.close()
         if metrics is not None:
             metrics.close()
     if out_of_time and main:
-        logger.info("time budget of %.1f min reached at step %d: saving and stopping", cfg.max_minutes, global_step)
+        logger.info("time budget of %.1f min reached at step %d: saving and stopping", cfg.max_minutes,
+                    pos.step)
 
-    if last_ckpt is None or read_trainer_state(last_ckpt)["step"] != global_step:
-        last_ckpt = checkpoint_now()
+    last_ckpt = checkpoints.final(last_ckpt, pos)
     final_dir = out / "final"
     if main:
         save_control_weights(models, final_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(out, global_step, final_dir, last_ckpt, last_loss, main)
+    return TrainResult(out, pos.step, final_dir, last_ckpt, last_loss, main)
 
 
 def evaluate_control_loss(cfg: ControlTrainConfig, weights: str | Path | None, root: str | Path, clips: int = 4,

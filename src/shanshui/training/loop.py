@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..errors import ShanshuiError, check
 from .checkpoint import latest_checkpoint, read_trainer_state, resolve_resume, save_checkpoint
 from .config import TrainConfig
-from .monitor import FrozenGuard, MetricLogger, TrainingDiverged, render_samples
+from .monitor import CSV_FIELDS, FrozenGuard, MetricLogger, TrainingDiverged, render_samples
 from .step import training_step
 
 logger = logging.getLogger("shanshui.training")
@@ -62,6 +62,199 @@ class TrainResult:
     is_main_process: bool = True
 
 
+# -------------------------------------------------------------- the parts `train` and `train-control` share
+
+@dataclass
+class Progress:
+    """Where a run stands: optimizer steps done, and the epoch and batch it reads next (what a checkpoint
+    keeps)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+def make_accelerator(cfg):
+    """The ``Accelerator`` for a run config (``cpu``, ``mixed_precision``,
+    ``optim.gradient_accumulation_steps``).
+
+    Without a GPU (or with ``cpu: true``) it runs on the CPU, as accelerate's multi-CPU (gloo) when launched
+    with several processes. An option accelerate refuses becomes a :class:`ShanshuiError`.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    try:
+        use_cpu = cfg.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
+        return Accelerator(
+            cpu=use_cpu,
+            mixed_precision=cfg.mixed_precision,
+            gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
+            step_scheduler_with_optimizer=False,
+            # some trainable weights get no gradient by construction (sparse-causal attn2's to_q/to_k, the
+            # adapter when λ_con = 0), hence find_unused_parameters
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise ShanshuiError(f"cannot set up accelerate (mixed_precision='{cfg.mixed_precision}'): {exc}") from exc
+
+
+def make_optimization(cfg, params, dataset, collate_fn):
+    """AdamW over ``params``, the LR schedule, the epoch sampler and the data loader, from ``cfg.optim``,
+    ``cfg.schedule``, ``cfg.seed`` and ``cfg.data.num_workers``. Returns ``(optimizer, lr_scheduler, sampler,
+    loader)``, not yet prepared by accelerate."""
+    from diffusers.optimization import get_scheduler
+
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, eps=o.eps)
+    lr_scheduler = get_scheduler(cfg.schedule.lr_scheduler, optimizer, num_warmup_steps=cfg.schedule.warmup_steps,
+                                 num_training_steps=cfg.schedule.max_steps)
+    sampler = EpochShuffleSampler(len(dataset), cfg.seed)
+    loader = DataLoader(dataset, batch_size=o.batch_size, sampler=sampler, collate_fn=collate_fn,
+                        num_workers=cfg.data.num_workers, drop_last=True)
+    return optimizer, lr_scheduler, sampler, loader
+
+
+def register_weight_hooks(accelerator, load_weights) -> None:
+    """Keep the model out of accelerate's checkpoint files: the trained weights are written by
+    :func:`~shanshui.training.checkpoint.save_checkpoint`'s ``write_weights`` in their own format, and read
+    back on ``load_state`` by ``load_weights(folder)``."""
+
+    def save_hook(hook_models, weights, output_dir):
+        weights.clear()
+
+    def load_hook(hook_models, input_dir):
+        load_weights(input_dir)
+        hook_models.clear()
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def start_run(accelerator, cfg, out: Path, resume: Path | None, fields: tuple[str, ...] = CSV_FIELDS):
+    """Load the ``resume`` checkpoint (if any) into accelerate, write ``out/config.yaml`` and open the metric
+    log (main process only; ``None`` elsewhere), then wait for every process.
+
+    Returns ``(progress, metrics)``; the log drops rows after the resumed step, which will be logged again.
+    """
+    main = accelerator.is_main_process
+    progress = Progress()
+    if resume is not None:
+        state = read_trainer_state(resume)
+        accelerator.load_state(str(resume))
+        progress = Progress(state["step"], state["epoch"], state["batch_in_epoch"])
+        if main:
+            logger.info("resumed from '%s' at step %d", resume, progress.step)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    metrics = MetricLogger(out, resume_step=progress.step if resume is not None else None, fields=fields) \
+        if main else None
+    accelerator.wait_for_everyone()
+    return progress, metrics
+
+
+class RunCheckpoints:
+    """Writes the checkpoints of a run: accelerate's state, ``write_weights(folder)``'s weights, the config
+    and the position to resume from (an epoch read to its end resumes at the start of the next one)."""
+
+    def __init__(self, accelerator, out: Path, cfg, guard: FrozenGuard, batches_per_epoch: int,
+                 write_weights):
+        self.accelerator, self.out, self.guard, self.write_weights = accelerator, out, guard, write_weights
+        self.config_yaml, self.total_limit = cfg.to_yaml(), cfg.checkpoint.total_limit
+        self.batches_per_epoch = batches_per_epoch
+
+    def save(self, p: Progress) -> Path:
+        """A checkpoint at ``p`` (after checking that the frozen weights did not move)."""
+        self.guard.verify()
+        done = p.batch_in_epoch >= self.batches_per_epoch
+        ep, b = (p.epoch + 1, 0) if done else (p.epoch, p.batch_in_epoch)
+        return save_checkpoint(self.accelerator, self.out, p.step,
+                               {"step": p.step, "epoch": ep, "batch_in_epoch": b,
+                                "processes": self.accelerator.num_processes, "time": time.time()},
+                               self.config_yaml, self.total_limit, write_weights=self.write_weights)
+
+    def final(self, last: Path | None, p: Progress) -> Path:
+        """``last`` when it already holds step ``p.step``, else a new checkpoint at ``p``."""
+        if last is None or read_trainer_state(last)["step"] != p.step:
+            return self.save(p)
+        return last
+
+
+def epoch_batches(accelerator, loader, sampler, dataset, p: Progress, max_steps: int):
+    """The micro-batches from position ``p`` on, epoch after epoch, while ``p.step < max_steps``.
+
+    Each epoch's order is set from ``p.epoch`` before it starts, the ``p.batch_in_epoch`` batches already
+    done are skipped, and at the end of an epoch ``p`` moves to the start of the next. The caller counts
+    ``p.batch_in_epoch`` and ``p.step`` and stops iterating when it is done.
+    """
+    while p.step < max_steps:
+        sampler.set_epoch(p.epoch)
+        dataset.set_epoch(p.epoch)
+        batches = accelerator.skip_first_batches(loader, p.batch_in_epoch) if p.batch_in_epoch else loader
+        # accelerate's loader re-applies its own epoch counter when iterated; make it agree with ours
+        for shard in {id(loader): loader, id(batches): batches}.values():
+            if hasattr(shard, "set_epoch"):
+                shard.set_epoch(p.epoch)
+        sampler.set_epoch(p.epoch)
+        yield from batches
+        p.epoch += 1
+        p.batch_in_epoch = 0
+
+
+def any_process(accelerator, flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any of them."""
+    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "sum").item() > 0)
+
+
+class StepLosses:
+    """The loss terms ``("loss", "loss_diff", third)`` of the micro-batches of one optimizer step: the NaN/inf
+    stop, their sum and the samples they used, and the log row of the step."""
+
+    def __init__(self, accelerator, out: Path, third: str):
+        self.accelerator, self.out, self.third = accelerator, out, third
+        self.sums = torch.zeros(3, device=accelerator.device)
+        self.micro, self.seen, self.t0 = 0, [], time.time()
+
+    def finite(self, terms: dict, step: int) -> torch.Tensor:
+        """The three terms as a tensor; stops the run (on every process) when one is not finite anywhere."""
+        values = torch.stack([terms["loss"].detach().float(), terms["loss_diff"].float(),
+                              terms[self.third].float()])
+        bad = self.accelerator.reduce((~torch.isfinite(values)).any().float(), "sum")
+        if bad.item() > 0:
+            raise TrainingDiverged(
+                f"loss became {values[0].item()} at step {step + 1} (loss_diff="
+                f"{values[1].item():.4g}, {self.third}={values[2].item():.4g}); training stopped. "
+                f"Last good checkpoint: {latest_checkpoint(self.out) or 'none'} -- resume from it with a "
+                f"lower optim.lr (or check the data)")
+        return values
+
+    def add(self, values: torch.Tensor, batch: dict) -> None:
+        """Count one micro-batch: its terms and the dataset indices it held (from every process)."""
+        self.sums += values
+        self.micro += 1
+        self.seen.append(self.accelerator.gather(batch["index"].to(self.accelerator.device)))
+
+    def mean(self) -> torch.Tensor:
+        """The step's mean terms over its micro-batches and every process."""
+        return self.accelerator.reduce(self.sums / self.micro, "mean")
+
+    def row(self, step: int, mean: torch.Tensor, lr: float, grad_norm) -> dict:
+        """The metric-log row of the step (``seconds``: since the previous step ended)."""
+        return {
+            "step": step, "loss": float(mean[0]), "loss_diff": float(mean[1]),
+            self.third: float(mean[2]), "lr": lr,
+            "grad_norm": float(grad_norm) if grad_norm is not None else "",
+            "seconds": round(time.time() - self.t0, 3),
+            "samples": " ".join(str(i) for i in torch.cat(self.seen).tolist()),
+        }
+
+    def reset(self) -> None:
+        """Start the next optimizer step."""
+        self.sums.zero_()
+        self.micro, self.seen, self.t0 = 0, [], time.time()
+
+
 def build_dataset(cfg: TrainConfig):
     """The training dataset and its collate function (raw videos or latent cache)."""
     d = cfg.data
@@ -98,25 +291,10 @@ def train(cfg: TrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
     ``step_fn`` replaces :func:`~shanshui.training.step.training_step` (same signature; for tests).
     """
     step_fn = step_fn or training_step
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-    from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
     out = Path(cfg.output_dir).expanduser()
-    try:
-        # Without a GPU, run as accelerate's multi-CPU (gloo) when launched with several processes.
-        use_cpu = cfg.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
-        accelerator = Accelerator(
-            cpu=use_cpu,
-            mixed_precision=cfg.mixed_precision,
-            gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
-            step_scheduler_with_optimizer=False,
-            # sparse-causal attn2's to_q/to_k get no gradient by construction, the adapter none when λ_con = 0
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
-    except (ValueError, RuntimeError) as exc:
-        raise ShanshuiError(f"cannot set up accelerate (mixed_precision='{cfg.mixed_precision}'): {exc}") from exc
+    accelerator = make_accelerator(cfg)
     check(not (cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu"),
           "mixed_precision='fp16' needs a GPU (accelerate does not autocast to fp16 on a CPU); "
           "use bf16 or no there")
@@ -143,12 +321,7 @@ def train(cfg: TrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
 
     # 3. Optimiser, LR schedule, data loader
     o = cfg.optim
-    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, eps=o.eps)
-    lr_scheduler = get_scheduler(cfg.schedule.lr_scheduler, optimizer, num_warmup_steps=cfg.schedule.warmup_steps,
-                                 num_training_steps=cfg.schedule.max_steps)
-    sampler = EpochShuffleSampler(len(dataset), cfg.seed)
-    loader = DataLoader(dataset, batch_size=o.batch_size, sampler=sampler, collate_fn=collate_fn,
-                        num_workers=cfg.data.num_workers, drop_last=True)
+    optimizer, lr_scheduler, sampler, loader = make_optimization(cfg, params, dataset, collate_fn)
     ema = None
     if cfg.ema.enabled:
         from diffusers.training_utils import EMAModel
@@ -162,41 +335,11 @@ def train(cfg: TrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
         accelerator.register_for_checkpointing(ema)
 
     # Our weights go into checkpoints as a motion module + adapter file, not as a full UNet state dict.
-    def save_hook(hook_models, weights, output_dir):
-        weights.clear()
-
-    def load_hook(hook_models, input_dir):
-        load_trained_weights(models, input_dir)
-        hook_models.clear()
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
-
-    global_step, epoch, batch_in_epoch = 0, 0, 0
-    if resume is not None:
-        state = read_trainer_state(resume)
-        accelerator.load_state(str(resume))
-        global_step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        if main:
-            logger.info("resumed from '%s' at step %d", resume, global_step)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    metrics = MetricLogger(out, resume_step=global_step if resume is not None else None) if main else None
-    accelerator.wait_for_everyone()
-
+    register_weight_hooks(accelerator, lambda folder: load_trained_weights(models, folder))
+    pos, metrics = start_run(accelerator, cfg, out, resume)
+    checkpoints = RunCheckpoints(accelerator, out, cfg, guard, len(loader),
+                                 write_weights=lambda folder: save_trained_weights(models, folder))
     last_ckpt = resume
-    config_yaml = cfg.to_yaml()
-    batches_per_epoch = len(loader)
-
-    def checkpoint_now() -> Path:
-        guard.verify()
-        ep, b = (epoch + 1, 0) if batch_in_epoch >= batches_per_epoch else (epoch, batch_in_epoch)
-        return save_checkpoint(accelerator, out, global_step,
-                               {"step": global_step, "epoch": ep, "batch_in_epoch": b,
-                                "processes": accelerator.num_processes, "time": time.time()},
-                               config_yaml, cfg.checkpoint.total_limit,
-                               write_weights=lambda folder: save_trained_weights(models, folder))
 
     def validate_now() -> None:
         if main and cfg.validation.prompts:
@@ -204,8 +347,8 @@ def train(cfg: TrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
                 ema.store(params)
                 ema.copy_to(params)
             try:
-                render_samples(models, models.unet, cfg.validation, cfg.data, global_step, out, accelerator.device,
-                               None if frozen_dtype == torch.float32 else frozen_dtype)
+                render_samples(models, models.unet, cfg.validation, cfg.data, pos.step, out,
+                               accelerator.device, None if frozen_dtype == torch.float32 else frozen_dtype)
             finally:
                 if ema is not None:
                     ema.restore(params)
@@ -213,99 +356,65 @@ def train(cfg: TrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
 
     # 4. Train
     max_steps = cfg.schedule.max_steps
-    bar = tqdm(total=max_steps, initial=global_step, desc="training", disable=not (progress and main))
-    sums = torch.zeros(3, device=accelerator.device)
-    micro, seen, t0, last_loss, checked = 0, [], time.time(), None, False
-    grad_norm = None
+    bar = tqdm(total=max_steps, initial=pos.step, desc="training", disable=not (progress and main))
+    losses = StepLosses(accelerator, out, "loss_con")
+    last_loss, checked, grad_norm = None, False, None
     t_train, out_of_time = time.time(), False
 
     def time_is_up() -> bool:
         """``schedule.max_minutes`` reached (decided together by every process)."""
         if not cfg.schedule.max_minutes:
             return False
-        late = torch.tensor(float(time.time() - t_train > cfg.schedule.max_minutes * 60), device=accelerator.device)
-        return bool(accelerator.reduce(late, "sum").item() > 0)
+        return any_process(accelerator, time.time() - t_train > cfg.schedule.max_minutes * 60)
 
     try:
-        while global_step < max_steps:
-            sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
-            batches = accelerator.skip_first_batches(loader, batch_in_epoch) if batch_in_epoch else loader
-            # accelerate's loader re-applies its own epoch counter when iterated; make it agree with ours
-            for shard in {id(loader): loader, id(batches): batches}.values():
-                if hasattr(shard, "set_epoch"):
-                    shard.set_epoch(epoch)
-            sampler.set_epoch(epoch)
-            for batch in batches:
-                with accelerator.accumulate(net):
-                    gen = step_generator(cfg.seed, accelerator.process_index, epoch, batch_in_epoch)
-                    terms = step_fn(batch, models, models.noise_scheduler, cfg, gen, net=net)
-                    values = torch.stack([terms["loss"].detach().float(), terms["loss_diff"].float(),
-                                          terms["loss_con"].float()])
-                    bad = accelerator.reduce((~torch.isfinite(values)).any().float(), "sum")
-                    if bad.item() > 0:
-                        raise TrainingDiverged(
-                            f"loss became {values[0].item()} at step {global_step + 1} (loss_diff="
-                            f"{values[1].item():.4g}, loss_con={values[2].item():.4g}); training stopped. "
-                            f"Last good checkpoint: {latest_checkpoint(out) or 'none'} -- resume from it with a "
-                            f"lower optim.lr (or check the data)")
-                    accelerator.backward(terms["loss"])
-                    if accelerator.sync_gradients and o.max_grad_norm > 0:
-                        grad_norm = accelerator.clip_grad_norm_(params, o.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                sums += values
-                micro += 1
-                seen.append(accelerator.gather(batch["index"].to(accelerator.device)))
-                batch_in_epoch += 1
-                if not accelerator.sync_gradients:
-                    continue
-
-                # one optimizer step done
-                lr_scheduler.step()
-                global_step += 1
-                if ema is not None:
-                    ema.step(params)
-                if not checked:  # the frozen weights really are frozen (checked again at every checkpoint)
-                    guard.verify()
-                    checked = True
-                mean = accelerator.reduce(sums / micro, "mean")
-                last_loss = float(mean[0])
-                if main and (global_step % cfg.log_every == 0 or global_step == max_steps or global_step == 1):
-                    metrics.log({
-                        "step": global_step, "loss": float(mean[0]), "loss_diff": float(mean[1]),
-                        "loss_con": float(mean[2]), "lr": lr_scheduler.get_last_lr()[0],
-                        "grad_norm": float(grad_norm) if grad_norm is not None else "",
-                        "seconds": round(time.time() - t0, 3),
-                        "samples": " ".join(str(i) for i in torch.cat(seen).tolist()),
-                    })
-                bar.update()
-                bar.set_postfix(loss=f"{last_loss:.4f}")
-                sums.zero_()
-                micro, seen, t0 = 0, [], time.time()
-                if cfg.checkpoint.every and global_step % cfg.checkpoint.every == 0:
-                    last_ckpt = checkpoint_now()
-                if cfg.validation.every and global_step % cfg.validation.every == 0:
-                    validate_now()
-                out_of_time = global_step < max_steps and time_is_up()
-                if out_of_time and main:
-                    logger.warning("schedule.max_minutes=%g reached: training ends at step %d of %d",
-                                   cfg.schedule.max_minutes, global_step, max_steps)
-                if global_step >= max_steps or out_of_time:
-                    break
-            else:
-                epoch += 1
-                batch_in_epoch = 0
+        for batch in epoch_batches(accelerator, loader, sampler, dataset, pos, max_steps):
+            with accelerator.accumulate(net):
+                gen = step_generator(cfg.seed, accelerator.process_index, pos.epoch, pos.batch_in_epoch)
+                terms = step_fn(batch, models, models.noise_scheduler, cfg, gen, net=net)
+                values = losses.finite(terms, pos.step)
+                accelerator.backward(terms["loss"])
+                if accelerator.sync_gradients and o.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(params, o.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.add(values, batch)
+            pos.batch_in_epoch += 1
+            if not accelerator.sync_gradients:
                 continue
-            break
+
+            # one optimizer step done
+            lr_scheduler.step()
+            pos.step += 1
+            if ema is not None:
+                ema.step(params)
+            if not checked:  # the frozen weights really are frozen (checked again at every checkpoint)
+                guard.verify()
+                checked = True
+            mean = losses.mean()
+            last_loss = float(mean[0])
+            if main and (pos.step % cfg.log_every == 0 or pos.step == max_steps or pos.step == 1):
+                metrics.log(losses.row(pos.step, mean, lr_scheduler.get_last_lr()[0], grad_norm))
+            bar.update()
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+            losses.reset()
+            if cfg.checkpoint.every and pos.step % cfg.checkpoint.every == 0:
+                last_ckpt = checkpoints.save(pos)
+            if cfg.validation.every and pos.step % cfg.validation.every == 0:
+                validate_now()
+            out_of_time = pos.step < max_steps and time_is_up()
+            if out_of_time and main:
+                logger.warning("schedule.max_minutes=%g reached: training ends at step %d of %d",
+                               cfg.schedule.max_minutes, pos.step, max_steps)
+            if pos.step >= max_steps or out_of_time:
+                break
     finally:
         bar.close()
         if metrics is not None:
             metrics.close()
 
     # 5. Final checkpoint, weights (EMA weights when enabled) and samples
-    if last_ckpt is None or read_trainer_state(last_ckpt)["step"] != global_step:
-        last_ckpt = checkpoint_now()
+    last_ckpt = checkpoints.final(last_ckpt, pos)
     final_dir = out / "final"
     if main:
         save_trained_weights(models, final_dir)
@@ -315,10 +424,10 @@ def train(cfg: TrainConfig, step_fn=None, progress: bool = True) -> TrainResult:
             save_trained_weights(models, final_dir / "ema")
             ema.restore(params)
     accelerator.wait_for_everyone()
-    if cfg.validation.prompts and (not cfg.validation.every or global_step % cfg.validation.every):
+    if cfg.validation.prompts and (not cfg.validation.every or pos.step % cfg.validation.every):
         validate_now()
     accelerator.end_training()
-    return TrainResult(out, global_step, final_dir, last_ckpt, last_loss, main)
+    return TrainResult(out, pos.step, final_dir, last_ckpt, last_loss, main)
 
 
 def evaluate_loss(models, cfg: TrainConfig, batches: list[dict], seed: int = 1234) -> float:
