@@ -100,6 +100,11 @@ def test_cli_keyframe(capsys, tmp_path, tiny_model_files):
                  "--keyframe", f"0:{key}", "-o", str(tmp_path / "a.gif")])
     err = capsys.readouterr().err
     assert code == 2 and "--keyframe 0 is the painting itself" in err and not (tmp_path / "a.gif").exists()
+    for cmd in (base, ["animate", str(key), "mist", "--model", str(model), "--motion-module", str(motion),
+                       "-o", str(out)]):
+        code = main(cmd + ["--keyframe", f"-1:{key}", "--keyframe-guidance", "1.5"])
+        err = capsys.readouterr().err
+        assert code == 2 and err == "error: --keyframe-guidance=1.5 must be in [0, 1]\n" and not out.exists()
 
 
 # ------------------------------------------------------------------------------------------ personalised models
@@ -154,3 +159,69 @@ def test_arrows_still_mask_and_keyframes_on_checkpoint_plus_lora(personalised):
     assert out.velocity[..., 0].max() > 0 and out.velocity[:, 40:].max() == 0            # arrows moved, mask held
     other = plain(painting, "ink mountains", **kw).frames[0]
     assert np.abs(other[1:3, :, :32] - frames[1:3, :, :32]).max() > 1e-3                 # the LoRA took effect
+
+
+def test_neighbour_guidance_follows_the_formula():
+    """guide() adds √ᾱ_next·g·ρ(d)·left·(z_k − x̂0) to each unpinned frame, nothing to pinned ones."""
+    sched = make_scheduler()
+    g = torch.Generator().manual_seed(4)
+    z, eps = torch.randn(1, 4, 2, 3, 3, generator=g), torch.randn(1, 4, 2, 3, 3, generator=g)
+    lat, x0 = torch.randn(1, 4, 8, 3, 3, generator=g), torch.randn(1, 4, 8, 3, 3, generator=g)
+    pins = KeyframePins(sched, [1, 6], z, eps, 8, decay=1.5, guidance=0.6)
+    out = pins.guide(lat, x0, 501, 0.75)
+    a = float(sched.alphas_cumprod[501])
+    for f in range(8):
+        k = 0 if abs(f - 1) <= abs(f - 6) else 1
+        d = min(abs(f - 1), abs(f - 6))
+        w = 0.0 if d == 0 else 0.6 * np.exp(-d / 1.5) * 0.75
+        want = lat[:, :, f] + np.sqrt(a) * w * (z[:, :, k] - x0[:, :, f])
+        torch.testing.assert_close(out[:, :, f], want, atol=1e-6, rtol=0)
+    assert torch.equal(pins.guide(lat, x0, 501, 0.0), lat)                       # the last step: no pull
+    assert torch.equal(KeyframePins(sched, [1], z[:, :, :1], eps[:, :, :1], 8).guide(lat, x0, 501, 1.0), lat)
+    with pytest.raises(ShanshuiError, match=r"keyframe guidance=1.5 must be in \[0, 1\]"):
+        KeyframePins(sched, [1], z[:, :, :1], eps[:, :, :1], 8, guidance=1.5)
+
+
+def test_neighbour_guidance_is_a_ddim_step_from_the_blended_clean_latent():
+    """For DDIM (η = 0) the guided latent equals a step taken from (1 − w)·x̂0 + w·z_k with the frame's own ε."""
+    from shanshui.schedulers import split_prediction
+
+    sched = make_scheduler()
+    sched.set_timesteps(10)
+    t, t_next = sched.timesteps[3], sched.timesteps[4]
+    g = torch.Generator().manual_seed(5)
+    z, eps = torch.randn(1, 4, 1, 2, 2, generator=g), torch.randn(1, 4, 1, 2, 2, generator=g)
+    lat, out = torch.randn(1, 4, 5, 2, 2, generator=g), torch.randn(1, 4, 5, 2, 2, generator=g)
+    pins = KeyframePins(sched, [0], z, eps, 5, decay=2.0, guidance=1.0)
+    x0, e = split_prediction(sched, out, lat, t)
+    guided = pins.guide(sched.step(out, t, lat).prev_sample, x0, t_next, 0.5)
+    a = sched.alphas_cumprod[int(t_next)]
+    w = torch.tensor([0.0] + [0.5 * np.exp(-d / 2.0) for d in range(1, 5)], dtype=torch.float32).view(1, 1, 5, 1, 1)
+    blended = (1 - w) * x0 + w * z[:, :, [0] * 5]
+    torch.testing.assert_close(guided[:, :, 1:], (a.sqrt() * blended + (1 - a).sqrt() * e)[:, :, 1:],
+                               atol=1e-5, rtol=0)
+
+
+def test_pipeline_guidance_zero_is_the_plain_keyframe_run_and_nonzero_moves_neighbours(pipe):
+    a = image(1)
+    base = pipe("mist over peaks", keyframes=[(2, a)], **SMALL).frames
+    zero = pipe("mist over peaks", keyframes=[(2, a)], keyframe_guidance=0.0, **SMALL).frames
+    assert np.array_equal(base, zero)
+    guided = pipe("mist over peaks", keyframes=[(2, a)], keyframe_guidance=1.0, **SMALL).frames
+    np.testing.assert_allclose(guided[0, 2], roundtrip(pipe, a), atol=1e-5)       # the pin still holds
+    assert np.abs(guided[0, 3] - base[0, 3]).max() > 1e-3                          # neighbours were pulled
+
+
+def test_painting_keyframe_guidance_keeps_the_pin_and_moves_neighbours(tiny, tiny_video_unet):
+    from shanshui.pipelines.painting_to_video import PaintingToVideoPipeline
+
+    pipe = PaintingToVideoPipeline(tiny["vae"], tiny["text_encoder"], tiny["tokenizer"], tiny_video_unet,
+                                   make_scheduler())
+    kw = dict(num_frames=5, num_inference_steps=4, long_side=32, progress=False, seed=2, use_vsds=False,
+              use_proxy=False, output_type="latent")
+    painting, key = image(7), image(8)
+    plain = pipe(painting, "mist", keyframes=[(3, key)], **kw).frames
+    guided = pipe(painting, "mist", keyframes=[(3, key)], keyframe_guidance=1.0, **kw).frames
+    torch.testing.assert_close(guided[:, :, 3], plain[:, :, 3])          # the pinned latent is the keyframe's
+    assert (guided[:, :, 2] - plain[:, :, 2]).abs().max() > 1e-4
+    torch.testing.assert_close(guided[:, :, 0], plain[:, :, 0])          # frame 0 stays the painting

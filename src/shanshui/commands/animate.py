@@ -124,7 +124,7 @@ def gather_arrows(values: tuple[str, ...]) -> list:
 @keyframe_option
 def animate(painting, prompt, arrow, mask, flow_path, control, strength, proxy, proxy_strength, no_proxy, no_vsds,
             linear, motion_guidance, policy, size, frames, steps, guidance, negative, seed, model, motion_module,
-            fps, runtime, out, vae, ema, loras, keyframes, keyframe_mode):
+            fps, runtime, out, vae, ema, loras, keyframes, keyframe_mode, keyframe_guidance):
     """Animate PAINTING as described by PROMPT."""
     from ..image_intake import plan_geometry, prepare_painting
 
@@ -144,6 +144,7 @@ def animate(painting, prompt, arrow, mask, flow_path, control, strength, proxy, 
     arrows = gather_arrows(arrow)
     lora_specs = check_model_options(loras, vae)
     keys = check_keyframes(keyframes, frames)
+    check(0 <= keyframe_guidance <= 1, f"--keyframe-guidance={keyframe_guidance} must be in [0, 1]")
     check(not keys or keys[0].index != 0, "--keyframe 0 is the painting itself; pin frames 1.."
                                           f"{frames - 1} (or -1 for the last)")
     long_side, exact = None, None
@@ -195,5 +196,6 @@ def animate(painting, prompt, arrow, mask, flow_path, control, strength, proxy, 
                   guidance_scale=guidance, arrows=arrows, still_mask=mask, speed=strength, flow=flow,
                   control=control, motion_guidance=motion_guidance, proxy=proxy, proxy_strength=proxy_strength,
                   use_proxy=not no_proxy, use_vsds=not no_vsds, fusion="linear" if linear else "slerp",
-                  seed=seed, keyframes=keys, keyframe_mode=keyframe_mode)
+                  seed=seed, keyframes=keys, keyframe_mode=keyframe_mode,
+                  keyframe_guidance=keyframe_guidance)
     write_outputs(result.frames[0], [out], fps=fps)

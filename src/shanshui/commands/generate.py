@@ -71,6 +71,11 @@ def model_options(f):
 
 
 def keyframe_option(f):
+    from ..control.keyframes import DEFAULT_GUIDANCE
+
+    f = click.option("--keyframe-guidance", type=float, default=DEFAULT_GUIDANCE, show_default=True,
+                     help="Pull the frames near a keyframe towards it, strongly in the first steps and not at "
+                          "all in the last (0 = off, 1 = strongest).")(f)
     f = click.option("--keyframe-mode", type=click.Choice(["noised", "clean"]), default="noised",
                      show_default=True, help="How keyframes are pinned: noised to each step (training-free), "
                                              "or clean (motion modules trained with loss.lambda_key).")(f)
@@ -146,7 +151,7 @@ def write_outputs(frames, paths: list[Path], fps: float) -> None:
 @click.pass_context
 def generate(ctx, prompt, negative, model, motion_module, frames, size, steps, guidance, seed, sparse_causal,
              interpolate, interp_times, gamma, omega, overlap, fusion, fps, runtime, out, prompts_file, out_dir, seeds, fmt,
-             vae, ema, loras, keyframes, keyframe_mode):
+             vae, ema, loras, keyframes, keyframe_mode, keyframe_guidance):
     """Generate a landscape-painting video from PROMPT.
 
     More frames than the motion module's window (e.g. --frames 128) switch to the long-video path: phased
@@ -183,6 +188,7 @@ def generate(ctx, prompt, negative, model, motion_module, frames, size, steps, g
     check_cheap(frames, steps, guidance, gamma, omega, overlap)
     lora_specs = check_model_options(loras, vae)
     keys = check_keyframes(keyframes, frames)
+    check(0 <= keyframe_guidance <= 1, f"--keyframe-guidance={keyframe_guidance} must be in [0, 1]")
     from ..pipelines.text_to_video import load_pipeline
 
     pipe = load_pipeline(model, motion_module, sparse_causal=sparse_causal, ema=ema, vae=vae, loras=lora_specs,
@@ -203,5 +209,6 @@ def generate(ctx, prompt, negative, model, motion_module, frames, size, steps, g
         return
     result = pipe(prompt, negative_prompt=negative, num_frames=frames, height=height, width=width,
                   num_inference_steps=steps, guidance_scale=guidance, seed=seed, interpolate_times=times,
-                  keyframes=keys, keyframe_mode=keyframe_mode)
+                  keyframes=keys, keyframe_mode=keyframe_mode,
+                  keyframe_guidance=keyframe_guidance)
     write_outputs(result.frames[0], [out], fps=fps * (times if times > 1 else 1))

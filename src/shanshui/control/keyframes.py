@@ -15,6 +15,12 @@ The recipe (see ``docs/your-own-models.md``):
 
 With ``ρ → 0`` far away, distant frames start from their own noise as without keyframes.
 
+**Neighbour guidance** (``guidance = g > 0``, beyond CCDM): after every step, each unpinned frame's predicted
+clean latent ``x̂0_f`` is pulled towards its nearest keyframe by ``w = g·ρ·(1 − i/N)`` (step ``i`` of ``N``):
+the latent gets ``√ᾱ_next·w·(z_k − x̂0_f)``, which for DDIM is exactly a step taken from
+``(1 − w)·x̂0_f + w·z_k`` with the frame's own noise direction. Strong at the start (the layout around a
+keyframe agrees with it), nothing at the end (the frames finish with the model's own detail).
+
 ``mode="clean"`` pins the clean ``z_k`` itself before every UNet call instead of its noised version. An
 untrained motion module has never seen a clean frame among noisy ones; a module trained with CCDM's keyframe
 term (``loss.lambda_key`` in ``shanshui train``) has, and this is the mode that matches its training.
@@ -32,6 +38,7 @@ import torch
 from ..errors import ShanshuiError, check
 
 DEFAULT_DECAY = 2.0
+DEFAULT_GUIDANCE = 0.0
 MODES = ("noised", "clean")
 
 
@@ -104,11 +111,12 @@ class KeyframePins:
     """Pinned frames of one latent video ``(1, c, L, h, w)``: ``z`` ``(1, c, K, h, w)`` and fixed ``eps``."""
 
     def __init__(self, scheduler, indices: list[int], z: torch.Tensor, eps: torch.Tensor, num_frames: int,
-                 decay: float = DEFAULT_DECAY, mode: str = "noised"):
+                 decay: float = DEFAULT_DECAY, mode: str = "noised", guidance: float = DEFAULT_GUIDANCE):
         check(decay >= 0 and math.isfinite(decay), f"keyframe decay={decay} must be a finite number >= 0")
         check(mode in MODES, f"keyframe mode='{mode}' must be one of {', '.join(MODES)}")
+        check(0 <= guidance <= 1, f"keyframe guidance={guidance} must be in [0, 1]")
         self.scheduler, self.indices, self.z, self.eps = scheduler, list(indices), z, eps
-        self.num_frames, self.decay, self.mode = num_frames, decay, mode
+        self.num_frames, self.decay, self.mode, self.guidance = num_frames, decay, mode, float(guidance)
 
     def noised(self, t) -> torch.Tensor:
         """``√ᾱ_t·z_k + √(1−ᾱ_t)·ε_k`` (``t=None`` or ``mode="clean"``: the clean ``z_k``)."""
@@ -120,6 +128,19 @@ class KeyframePins:
         out = latents.clone()
         out[:, :, self.indices] = self.noised(t).to(latents.dtype)
         return out
+
+    def guide(self, latents: torch.Tensor, x0: torch.Tensor, t_next, fraction_left: float) -> torch.Tensor:
+        """Neighbour guidance after a step: ``latents + √ᾱ_next·w·(z_k − x̂0)`` per unpinned frame, with
+        ``w = guidance·ρ(d)·fraction_left`` (see the module notes); unchanged when ``w`` is 0 everywhere."""
+        if self.guidance <= 0 or t_next is None or fraction_left <= 0:
+            return latents
+        which, dist = self.nearest()
+        w = self.guidance * correlation(dist, self.decay) * float(fraction_left)
+        w[dist == 0] = 0.0                                   # pinned frames are set exactly by pin()
+        w = torch.as_tensor(w, dtype=torch.float32, device=latents.device).view(1, 1, -1, 1, 1)
+        a = self.scheduler.alphas_cumprod[int(t_next)].to(latents.device, torch.float32)
+        pull = a.sqrt() * w * (self.z[:, :, which].float() - x0.float())
+        return (latents.float() + pull).to(latents.dtype)
 
     def nearest(self) -> tuple[np.ndarray, np.ndarray]:
         """For every frame: index into ``self.indices`` of the nearest keyframe, and the distance to it."""
@@ -142,7 +163,7 @@ class KeyframePins:
 
 def make_pins(pipe, keyframes, num_frames: int, width: int, height: int, generator, dtype,
               decay: float = DEFAULT_DECAY, images: list[np.ndarray] | None = None,
-              mode: str = "noised") -> KeyframePins | None:
+              mode: str = "noised", guidance: float = DEFAULT_GUIDANCE) -> KeyframePins | None:
     """Encode the keyframes for ``pipe`` (any pipeline with ``encode_images``/``vae``); None without any.
 
     ``images``: the uint8 RGB images already fitted to the canvas (otherwise they are cover-cropped)."""
@@ -155,7 +176,7 @@ def make_pins(pipe, keyframes, num_frames: int, width: int, height: int, generat
         images = [keyframe_rgb(k.image, width, height) for k in keyframes]
     z = encode_rgb(pipe, np.stack(images)).to(dtype)                                     # (1, c, K, h, w)
     eps = randn_tensor(z.shape, generator=generator, device=z.device, dtype=dtype)
-    return KeyframePins(pipe.scheduler, [k.index for k in keyframes], z, eps, num_frames, decay, mode)
+    return KeyframePins(pipe.scheduler, [k.index for k in keyframes], z, eps, num_frames, decay, mode, guidance)
 
 
 def encode_rgb(pipe, images: np.ndarray, chunk: int = 8) -> torch.Tensor:

@@ -256,9 +256,10 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         check(guidance >= 0 and np.isfinite(guidance), f"guidance={guidance} must be a finite number >= 0")
 
     def _keyframe_pins(self, keyframes, painting: Painting, num_frames: int, noise: torch.Tensor, decay: float,
-                       mode: str = "noised"):
+                       mode: str = "noised", guidance: float | None = None):
         """:class:`~shanshui.control.keyframes.KeyframePins` on the painting's canvas, sharing ``noise``."""
-        from ..control.keyframes import KeyframePins, as_keyframes, encode_rgb, keyframe_rgb, resolve_indices
+        from ..control.keyframes import (DEFAULT_GUIDANCE, KeyframePins, as_keyframes, encode_rgb, keyframe_rgb,
+                                         resolve_indices)
 
         keys = resolve_indices(as_keyframes(keyframes), num_frames)
         if not keys:
@@ -273,7 +274,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
             images.append(canvas)
         idx = [k.index for k in keys]
         z = encode_rgb(self, np.stack(images)).to(noise.dtype)
-        return KeyframePins(self.scheduler, idx, z, noise[:, :, idx], num_frames, decay, mode)
+        return KeyframePins(self.scheduler, idx, z, noise[:, :, idx], num_frames, decay, mode,
+                            DEFAULT_GUIDANCE if guidance is None else guidance)
 
     # ------------------------------------------------------------------ main
     @torch.no_grad()
@@ -314,6 +316,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         keyframes=None,
         keyframe_decay: float = 2.0,
         keyframe_mode: str = "noised",
+        keyframe_guidance: float | None = None,
     ) -> PaintingVideoOutput:
         """Animate ``painting`` (path, PIL image, array or :class:`Painting`) as described by ``prompt``.
 
@@ -328,7 +331,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         ``keyframes``: ``(index, image)`` pairs or ``"INDEX:IMAGE"`` strings pinning frames 1..L-1 (frame 0 is
         the painting) to images fitted to the painting's canvas, as in :mod:`shanshui.control.keyframes`:
         pinned with the same fixed noise as frame 0, and neighbours start from the fused latent pulled
-        towards the keyframe by ``exp(−d/keyframe_decay)``; ``keyframe_mode="clean"`` pins the clean latent."""
+        towards the keyframe by ``exp(−d/keyframe_decay)``; ``keyframe_mode="clean"`` pins the clean latent;
+        ``keyframe_guidance`` is the neighbour guidance of :meth:`~shanshui.control.keyframes.KeyframePins.guide`."""
 
         # 1. Check inputs, bring the painting in
         check(isinstance(prompt, str) and prompt.strip() != "", "prompt must be a non-empty string")
@@ -423,7 +427,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
                                           num_inference_steps, guidance_scale, p_vsds, use_vsds, vsds_alphas,
                                           fusion, motion_guidance, generator, output_type, decode_chunk_size,
                                           still_composite, progress, proxy_img, L, keyframes, keyframe_decay,
-                                          keyframe_mode)
+                                          keyframe_mode, keyframe_guidance)
         finally:
             self.scheduler = base_scheduler
             self._i2v_ctx = None
@@ -480,7 +484,8 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
                           num_inference_steps, guidance_scale, p_vsds, use_vsds, vsds_alphas, fusion,
                           motion_guidance, generator, output_type, decode_chunk_size, still_composite, progress,
                           proxy_img, L, keyframes=None, keyframe_decay: float = 2.0,
-                          keyframe_mode: str = "noised") -> PaintingVideoOutput:
+                          keyframe_mode: str = "noised",
+                          keyframe_guidance: float | None = None) -> PaintingVideoOutput:
         device, dtype = self._execution_device, text_embeds.dtype
         W, H = painting.size
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -510,7 +515,7 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
         m_move = _latent_mask(np.linalg.norm(velocity, axis=-1) > 0, h, w, device, dtype) if moving else None
         n_guided = int(round(motion_guidance * len(t_denoise)))
 
-        pins = self._keyframe_pins(keyframes, painting, L, noise, keyframe_decay, keyframe_mode)
+        pins = self._keyframe_pins(keyframes, painting, L, noise, keyframe_decay, keyframe_mode, keyframe_guidance)
         if pins is not None:
             which, dist = pins.nearest()
             from ..control.keyframes import correlation
@@ -539,7 +544,12 @@ class PaintingToVideoPipeline(TextToVideoPipeline):
             for i, t in enumerate(t_denoise):
                 latents = impose(latents, t, i)
                 out = self.predict(latents, t, text_embeds, guidance_scale)
-                latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
+                stepped = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
+                if pins is not None and pins.guidance > 0:
+                    t_next = t_denoise[i + 1] if i + 1 < len(t_denoise) else None
+                    stepped = pins.guide(stepped, self.split(out, latents, t)[0], t_next,
+                                         1 - (i + 1) / len(t_denoise))
+                latents = stepped
                 bar.update()
         latents = impose(latents, None, None if motion_guidance >= 1.0 else len(t_denoise))
         extras = dict(latents=latents, painting=painting, proxy=proxy_img, velocity=velocity, still=still,

@@ -208,6 +208,7 @@ class TextToVideoPipeline(DiffusionPipeline):
         keyframes=None,
         keyframe_decay: float = 2.0,
         keyframe_mode: str = "noised",
+        keyframe_guidance: float | None = None,
         fusion: str = "crossfade",
     ) -> VideoOutput:
         """Generate a video for ``prompt``. See the module docstring for defaults.
@@ -219,7 +220,8 @@ class TextToVideoPipeline(DiffusionPipeline):
         ``keyframes``: ``(index, image)`` pairs or ``"INDEX:IMAGE"`` strings pinning frames to images
         (:mod:`shanshui.control.keyframes`); ``keyframe_decay``: how many frames the keyframe's influence on the
         neighbours' starting noise takes to fall to 1/e; ``keyframe_mode``: ``"noised"`` (training-free) or
-        ``"clean"`` (for motion modules trained with ``loss.lambda_key``).
+        ``"clean"`` (for motion modules trained with ``loss.lambda_key``); ``keyframe_guidance``: neighbour
+        guidance ``g`` in [0, 1] (default :data:`~shanshui.control.keyframes.DEFAULT_GUIDANCE`).
         """
         # 1. Check inputs
         native = self.unet.config.sample_size * self.vae_scale_factor
@@ -257,7 +259,8 @@ class TextToVideoPipeline(DiffusionPipeline):
             from ..control.keyframes import make_pins
 
             pins = make_pins(self, keyframes, num_frames, width, height, generator, latents.dtype, keyframe_decay,
-                             mode=keyframe_mode)
+                             mode=keyframe_mode, **({} if keyframe_guidance is None else
+                                                    {"guidance": keyframe_guidance}))
             latents = pins.start(latents, timesteps[0])
         step_kwargs = self._step_kwargs(generator, eta)
 
@@ -267,9 +270,14 @@ class TextToVideoPipeline(DiffusionPipeline):
                 if pins is not None:
                     latents = pins.pin(latents, t)
                 out = self.predict(latents, t, text_embeds, guidance_scale)
-                latents = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
+                stepped = self.scheduler.step(out, t, latents, **step_kwargs).prev_sample
                 if pins is not None:
-                    latents = pins.pin(latents, timesteps[i + 1] if i + 1 < len(timesteps) else None)
+                    t_next = timesteps[i + 1] if i + 1 < len(timesteps) else None
+                    if pins.guidance > 0:
+                        stepped = pins.guide(stepped, self.split(out, latents, t)[0], t_next,
+                                             1 - (i + 1) / len(timesteps))
+                    stepped = pins.pin(stepped, t_next)
+                latents = stepped
                 bar.update()
         if output_type == "latent":
             return VideoOutput(frames=latents, latents=latents)
