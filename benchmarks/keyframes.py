@@ -14,9 +14,13 @@ decoded frames in [0, 1]:
   neighbours, against ``dE_other_neighbours`` — the same between ordinary neighbouring frames (a colour
   flash shows up as a larger first number);
 * the same numbers without keyframes (``plain``) and with ``decay = 0`` (pinning only, neighbours start from
-  their own noise) as ablation.
+  their own noise) as ablation;
+* with ``--keyframe-guidance 0 0.5 1``, each setting also with neighbour guidance ``g``
+  (:meth:`shanshui.control.keyframes.KeyframePins.guide`), rows named ``decay2-g0.5/middle`` etc.
 
     python benchmarks/keyframes.py [--frames 16] [--steps 15] [--seeds 3]
+    python benchmarks/keyframes.py --model MODEL_DIR --motion-module MM.safetensors --keyframe-guidance 0 0.5 1 \
+        --decays 2 --out results.json
 Writes benchmarks/results/keyframes_bundled.json and prints a table.
 """
 
@@ -72,39 +76,48 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--model", default=None, help="model folder (default: the bundled model)")
+    ap.add_argument("--motion-module", default=None)
+    ap.add_argument("--decays", type=float, nargs="+", default=[2.0, 0.0])
+    ap.add_argument("--keyframe-guidance", type=float, nargs="+", default=[0.0])
+    ap.add_argument("--settings", nargs="+", default=["middle", "ends"], choices=["middle", "ends"])
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "keyframes_bundled.json"))
     args = ap.parse_args()
 
     import numpy as np
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     from shanshui.control.keyframes import encode_rgb
     from shanshui.pipelines.text_to_video import load_pipeline
 
-    pipe = load_pipeline()
+    pipe = load_pipeline(args.model, args.motion_module)
     L = args.frames
     kw = dict(num_frames=L, num_inference_steps=args.steps, progress=False)
-    settings = {"middle": [L // 2], "ends": [0, L - 1]}
+    settings = {k: v for k, v in {"middle": [L // 2], "ends": [0, L - 1]}.items() if k in args.settings}
     rows: dict[str, list[dict]] = {}
     t0 = time.time()
     for s in range(args.seeds):
         plain = pipe(PROMPT, seed=s, **kw).frames[0]
-        rows.setdefault("plain/middle", []).append(measure(plain, settings["middle"]))
-        rows.setdefault("plain/ends", []).append(measure(plain, settings["ends"]))
+        for name, idx in settings.items():
+            rows.setdefault(f"plain/{name}", []).append(measure(plain, idx))
         donor = pipe(PROMPT, seed=s + 1000, **kw).frames[0]
         for name, idx in settings.items():
             keys = [donor[0] if j == 0 else donor[-1] for j in range(len(idx))]
             keys_u8 = [(k * 255 + 0.5).astype(np.uint8) for k in keys]
             with torch.no_grad():
                 rts = [pipe.decode_latents(encode_rgb(pipe, k[None]))[0, 0].permute(1, 2, 0).numpy() for k in keys_u8]
-            for decay in (2.0, 0.0):
-                out = pipe(PROMPT, seed=s, keyframes=list(zip(idx, keys_u8)), keyframe_decay=decay, **kw).frames[0]
-                rows.setdefault(f"decay{decay:g}/{name}", []).append(
-                    measure(out, idx, rts, [k.astype(np.float32) / 255 for k in keys_u8]))
+            for decay in args.decays:
+                for g in args.keyframe_guidance:
+                    out = pipe(PROMPT, seed=s, keyframes=list(zip(idx, keys_u8)), keyframe_decay=decay,
+                               keyframe_guidance=g, **kw).frames[0]
+                    label = f"decay{decay:g}" + (f"-g{g:g}" if g else "")
+                    rows.setdefault(f"{label}/{name}", []).append(
+                        measure(out, idx, rts, [k.astype(np.float32) / 255 for k in keys_u8]))
         print(f"seed {s} done ({time.time() - t0:.0f} s)", flush=True)
     summary = {k: {m: statistics.mean(r[m] for r in v) for m in v[0]} for k, v in rows.items()}
-    result = dict(model="bundled", prompt=PROMPT, frames=L, steps=args.steps, seeds=args.seeds,
+    result = dict(model=args.model or "bundled", motion_module=args.motion_module, prompt=PROMPT, frames=L, steps=args.steps, seeds=args.seeds,
                   guidance=8.0, machine=platform.platform(), seconds=round(time.time() - t0, 1),
                   summary=summary, runs=rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
