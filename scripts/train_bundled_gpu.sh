@@ -8,7 +8,8 @@
 #  2. stage 1 up to the latent cache (VAE + latents), once
 #  3. objective ablation: three copies of that run train the UNet for its first ABL steps side by side
 #     (epsilon | v-prediction + zero terminal SNR + trailing | the same + min-SNR-5), then
-#     benchmarks/stage1_ablation.py scores them on held-out prompts (one red sun, no stray red, detail)
+#     benchmarks/stage1_ablation.py scores them on held-out prompts (one red sun, no stray red, detail, and the
+#     attribute probe's reading when the probe exists)
 #  4. the winner continues to the full UNet schedule (same run, resumed: identical to never stopping) and
 #     the decoder-only phase
 #  5. stage 2, three runs side by side on the winner: the NADM recipe, sparse-causal off, contrastive off
@@ -19,7 +20,8 @@
 # `tiny` runs the same steps with tiny models and data on a CPU in a few minutes (tests/test_gpu_script.py).
 # `cpu` is the full recipe sized for a 2-core CPU (about two hours; MODEL_CARD.md lists its step counts): the
 # same stages, one heavy job at a time (jobs that run side by side on a GPU queue on a lock file instead).
-# PYTHON (default python3) must import shanshui (e.g. PYTHONPATH=src) and its dependencies.
+# PYTHON (default python3) must import shanshui (e.g. PYTHONPATH=src) and its dependencies. WINNER=eps|v|vminsnr
+# overrides the ablation's pick (its table is still written).
 set -euo pipefail
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error DIFFUSERS_VERBOSITY=error
 RESULTS=${1:?usage: scripts/train_bundled_gpu.sh RESULTS_DIR [full|cpu|tiny]}
@@ -109,10 +111,18 @@ for name in eps v vminsnr; do
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
-"${SERIAL[@]}" "$PY" "$HERE/benchmarks/stage1_ablation.py" --heldout "$RUNS/heldout" --n "$ABL_N" "${TVAL[@]}" \
+# the attribute probe (when it is being trained) is part of the score: it tells a landscape from a texture
+PROBE_ARG=()
+if [ -n "$PROBE" ]; then wait "$PROBE" || stamp "probe training failed (see probe.log)"; PROBE=""; fi
+[ -f "$RUNS/probe/probe.safetensors" ] && PROBE_ARG=(--probe "$RUNS/probe/probe.safetensors")
+"${SERIAL[@]}" "$PY" "$HERE/benchmarks/stage1_ablation.py" --heldout "$RUNS/heldout" --n "$ABL_N" "${TVAL[@]}" "${PROBE_ARG[@]}" \
   --model eps="$RUNS/stage1-eps/model" --model v="$RUNS/stage1-v/model" \
   --model vminsnr="$RUNS/stage1-vminsnr/model" --out "$RESULTS/stage1_ablation.json" \
   --pick "$RESULTS/winner.txt" 2>&1 | tee "$RESULTS/stage1_ablation.log"
+if [ -n "${WINNER:-}" ]; then   # a decision taken by looking at more than the score (MODEL_CARD.md says which)
+  stamp "winner set to $WINNER by WINNER=; the score picked $(cat "$RESULTS/winner.txt")"
+  echo "$WINNER" > "$RESULTS/winner.txt"
+fi
 WIN=$(cat "$RESULTS/winner.txt")
 cp "$RESULTS/winner.txt" "$RUNS/winner.txt"
 mark ablation
