@@ -442,3 +442,173 @@ def test_inside_mask_at_the_borders():
     want = np.ones((h, w), bool)
     want[:, 0] = False
     np.testing.assert_array_equal(inside_mask(left), want)
+
+
+# ---------------------------------------------------------------- edges found by the sampled mutation run
+def _frames(seed, f=2, h=32, w=32):
+    return np.random.default_rng(seed).random((f, h, w, 3)).astype(np.float32)
+
+
+def test_interpolation_refuses_frames_without_three_channels():
+    from shanshui.errors import ShanshuiError
+    from shanshui.flow.sofp import interpolate
+
+    for shape in [(3, 16, 16, 4), (16, 16, 3)]:
+        with pytest.raises(ShanshuiError, match=r"frames must have shape \(F, H, W, 3\)"):
+            interpolate(np.zeros(shape, np.float32))
+
+
+def test_sofp_midpoint_is_a_convex_blend_of_the_two_half_warps():
+    """Without the agreement/reliability fallbacks the half-way frame is (b0·warp0 + b1·warp1)/(b0 + b1) with
+    b ≥ 0: every value lies between the two half-warped frames, also where one side sent no mass."""
+    from shanshui.flow.sofp import half_way_motion, midpoint
+    from shanshui.flow.warp import backward_warp
+
+    i0, i1 = _frames(1)
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    f01 = np.stack([6 * np.sin(yy / 5), 4 * np.cos(xx / 7)], -1).astype(np.float32)   # holes and overlaps
+    f10 = -f01
+    out = midpoint(i0, i1, f01, f10, 1.0, scale=1, check_agreement=False)
+    motion = half_way_motion(i0, i1, f01, f10, 1.0, scale=1)[0]
+    w0, w1 = backward_warp(i0, -0.5 * motion), backward_warp(i1, 0.5 * motion)
+    assert np.all(out >= np.minimum(w0, w1) - 1e-5) and np.all(out <= np.maximum(w0, w1) + 1e-5)
+
+
+def test_sofp_low_reliability_leans_towards_the_plain_average():
+    from shanshui.flow.sofp import midpoint
+
+    i0, i1 = _frames(2)
+    f01 = np.full((32, 32, 2), 3.0, np.float32)
+    avg = 0.5 * (i0 + i1)
+    free = midpoint(i0, i1, f01, -f01, 1.0, scale=1, check_agreement=False)
+    doubtful = midpoint(i0, i1, f01, -f01, 1.0, np.zeros((32, 32), np.float32), np.zeros((32, 32), np.float32),
+                        scale=1, check_agreement=False)
+    assert np.abs(doubtful - avg).mean() < 0.5 * np.abs(free - avg).mean()
+
+
+def test_nadm_demo_midpoint_is_the_mean_of_the_full_warps():
+    from shanshui.flow.sofp import midpoint_nadm_demo
+    from shanshui.flow.warp import backward_warp
+
+    i0, i1 = _frames(3)
+    np.testing.assert_allclose(midpoint_nadm_demo(i0, i1, np.zeros((32, 32, 2), np.float32)), 0.5 * (i0 + i1),
+                               atol=1e-6)
+    f = np.full((32, 32, 2), 2.0, np.float32)
+    np.testing.assert_allclose(midpoint_nadm_demo(i0, i1, f),
+                               0.5 * (backward_warp(i0, -f) + backward_warp(i1, f)), atol=1e-6)
+
+
+def test_forward_splat_returns_float32():
+    from shanshui.flow.warp import forward_splat
+
+    acc, mass = forward_splat(np.ones((8, 8, 2), np.float64), np.zeros((8, 8, 2), np.float32))
+    assert acc.dtype == np.float32 and mass.dtype == np.float32
+
+
+def test_arrows_may_start_on_the_first_row_and_column():
+    from shanshui.control.arrows import Arrow, check_arrows_inside
+
+    check_arrows_inside([Arrow(0, 0, 5, 5), Arrow(31, 0, 20, 3), Arrow(0, 23, 4, 4)], 32, 24)
+    with pytest.raises(Exception, match=r"start \(0, 24\) lies outside the 32x24 image"):
+        check_arrows_inside([Arrow(0, 24, 4, 4)], 32, 24)
+
+
+def test_dense_field_threshold_is_relative_to_the_euclidean_length_of_the_longest_arrow():
+    from shanshui.control.arrows import Arrow, default_sigma, dense_field, densify, sparse_flow, threshold
+
+    a = [Arrow(10, 12, 13, 16)]                                   # (3, 4): length 5, not max(|dx|, |dy|) = 4
+    sigma = default_sigma(32, 32)
+    want = threshold(densify(sparse_flow(a, 32, 32), sigma), 0.5 * 5.0)
+    np.testing.assert_array_equal(dense_field(a, 32, 32, r=0.5), want)
+    one = dense_field([Arrow(5, 5, 6, 5)], 32, 32)                # exactly 1 px long: still a field
+    assert one[5, 5, 0] > 0.5 and np.abs(one).sum() > 0
+
+
+def test_arrow_json_refuses_points_with_three_numbers():
+    from shanshui.control.arrows import parse_arrows_json
+    from shanshui.errors import ShanshuiError
+
+    with pytest.raises(ShanshuiError, match="from"):
+        parse_arrows_json('[{"from": [1, 2, 3], "to": [4, 5]}]')
+
+
+def test_mask_threshold_and_palette_masks(tmp_path):
+    """White means still: grey 128 is still, 127 is not; a palette image uses its transparency when it has one,
+    its grey values otherwise."""
+    from PIL import Image
+
+    from shanshui.control.arrows import load_mask
+
+    gray = np.array([[127, 128], [0, 255]], np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "g.png")
+    assert load_mask(tmp_path / "g.png", 2, 2).tolist() == [[False, True], [False, True]]
+    pal = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), "P")
+    pal.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)          # index 0 white, 1 black
+    pal.save(tmp_path / "p.png")
+    assert load_mask(tmp_path / "p.png", 2, 2).tolist() == [[True, False], [False, True]]
+    pal.info["transparency"] = 0                                  # index 0 transparent: not still
+    pal.save(tmp_path / "pt.png", transparency=0)
+    assert load_mask(tmp_path / "pt.png", 2, 2).tolist() == [[False, True], [True, False]]
+
+
+def test_motion_adapter_folders_pia_and_per_block_heads_are_refused(tmp_path, tiny_components):
+    import json
+
+    from diffusers import MotionAdapter
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.models.motion_io import load_motion_module
+
+    cfg = tiny_components["motion_config"]
+    adapter = MotionAdapter(**cfg.adapter_kwargs())
+    adapter.save_pretrained(tmp_path / "ok")
+    conf = json.loads((tmp_path / "ok" / "config.json").read_text())
+    for name, change, message in [("pia", {"conv_in_channels": 9}, "is a PIA adapter"),
+                                  ("heads", {"motion_num_attention_heads": [4, 8]}, "per-block heads")]:
+        folder = tmp_path / name
+        adapter.save_pretrained(folder)
+        (folder / "config.json").write_text(json.dumps({**conf, **change}))
+        with pytest.raises(ShanshuiError, match=message):
+            load_motion_module(folder)
+
+
+def test_a_ckpt_motion_module_takes_its_sidecar_config_and_drops_module_prefixes(tmp_path, tiny_components):
+    """A .ckpt in diffusers names (keys under DataParallel's "module.") with a JSON sidecar: the sidecar's
+    settings are used (not the inferred AnimateDiff defaults), and the weights load."""
+    import copy
+    import dataclasses
+
+    from conftest import randomize_motion
+    from shanshui.models.motion import build_video_unet
+    from shanshui.models.motion_io import load_motion_module, motion_state_dict
+
+    cfg = dataclasses.replace(tiny_components["motion_config"], sparse_causal="spatial", norm="frame")
+    unet = build_video_unet(copy.deepcopy(tiny_components["unet"]), cfg)
+    randomize_motion(unet, seed=9)
+    state = motion_state_dict(unet)
+    torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "mm.ckpt")
+    (tmp_path / "mm.json").write_text(cfg.to_json())
+    loaded_state, loaded_cfg = load_motion_module(tmp_path / "mm.ckpt")
+    assert loaded_cfg.sparse_causal == "spatial" and loaded_cfg.norm == "frame"
+    assert set(loaded_state) == set(state) and all(torch.equal(loaded_state[k], state[k]) for k in state)
+
+
+def test_backward_warp_dtypes_rounding_and_wide_images():
+    from shanshui.errors import ShanshuiError
+    from shanshui.flow.warp import backward_warp
+
+    quarter = np.zeros((4, 4, 2), np.float32)
+    quarter[..., 0] = 0.25
+    img = np.tile(np.array([0, 3, 3, 3], np.uint8), (4, 1))
+    out = backward_warp(img, quarter)                      # 0.75 between 0 and 3: rounds to 1, not truncated to 0
+    assert out.dtype == np.uint8 and out[0, 0] == 1
+    ints = np.arange(16, dtype=np.int32).reshape(4, 4)     # a dtype OpenCV cannot remap: warped as float32
+    got = backward_warp(ints, quarter)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, backward_warp(ints.astype(np.float32), quarter).astype(np.int32))
+    wide = np.random.default_rng(0).random((6, 6, 5)).astype(np.float32)
+    flow = np.random.default_rng(1).normal(size=(6, 6, 2)).astype(np.float32)
+    np.testing.assert_allclose(backward_warp(wide, flow),
+                               np.stack([backward_warp(wide[..., c], flow) for c in range(5)], -1), atol=1e-6)
+    with pytest.raises(ShanshuiError, match="^border='wrap' is not supported; allowed: replicate, reflect, zero, constant$"):
+        backward_warp(wide, flow, border="wrap")

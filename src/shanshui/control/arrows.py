@@ -49,11 +49,6 @@ class Arrow:
     def displacement(self) -> tuple[float, float]:
         return (self.x1 - self.x0) * self.strength, (self.y1 - self.y0) * self.strength
 
-    def mapped(self, scale_x: float, scale_y: float, offset_x: float, offset_y: float) -> "Arrow":
-        """The same arrow in another pixel grid: ``x' = x·scale_x + offset_x`` (resize, crop, pad)."""
-        return Arrow(self.x0 * scale_x + offset_x, self.y0 * scale_y + offset_y,
-                     self.x1 * scale_x + offset_x, self.y1 * scale_y + offset_y, self.strength)
-
 
 def make_arrow(values, where: str = "arrow") -> Arrow:
     """An :class:`Arrow` from 4 or 5 numbers, with range checks."""
