@@ -48,7 +48,7 @@ case "$SCALE" in
     T1=(threads=2 'mixed_precision="no"' data.frames_per_clip=4 vae.steps=400 vae.decoder_steps=200
         vae.decoder_batch_size=8 unet.steps=1800 unet.batch_size=32 unet.lr=4.0e-4 checkpoint.every_minutes=5
         log_every=25)
-    T2=(cpu=true 'mixed_precision="no"' optim.batch_size=1 data.num_workers=1 schedule.max_steps=400
+    T2=(cpu=true 'mixed_precision="no"' optim.batch_size=1 data.num_workers=1 schedule.max_steps=200
         checkpoint.every=100)
     TVAL=(--device cpu)
     TC=(cpu=true optim.batch_size=2 data.num_workers=0 checkpoint.every=100 --max-minutes 8) ;;
