@@ -148,14 +148,18 @@ SC=$!
   "${C2[@]}" > "$RESULTS/stage2_con_off.log" 2>&1 &
 CON=$!
 CTRL=""
-if [ -f "$HERE/configs/bundled_control.yaml" ]; then
+start_control() {  # args: extra overrides
   "${SERIAL[@]}" "${SS[@]}" train-control --config "$HERE/configs/bundled_control.yaml" --no-progress --resume latest \
-    output_dir="$RUNS/control" model.base_model="$IMAGE" data.root="$RUNS/data" "${TC[@]}" \
+    output_dir="$RUNS/control" model.base_model="$IMAGE" data.root="$RUNS/data" "${TC[@]}" "$@" \
     > "$RESULTS/control.log" 2>&1 &
   CTRL=$!
-fi
+}
+# on a GPU the control model trains beside stage 2 from fresh motion modules; on the CPU, where the jobs queue
+# anyway and its time budget is short, it starts from stage 2's motion module
+[ "$SCALE" != cpu ] && start_control
 wait $MAIN2
 mark stage2
+[ "$SCALE" = cpu ] && start_control model.motion_module="$RUNS/stage2/final/motion_module.safetensors"
 ABL_OK=1
 wait $SC || ABL_OK=0
 wait $CON || ABL_OK=0
