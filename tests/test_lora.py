@@ -246,3 +246,34 @@ def test_loras_apply_to_long_videos(pipe, tmp_path):
     styled = generate_long(pipe, "mist", generator=torch.Generator().manual_seed(0), **kw).latents
     assert torch.equal(plain, same)
     assert (plain - styled).abs().max() > 1e-3
+
+
+def test_batch_mode_takes_loras_and_keyframes_and_matches_single_videos(tmp_path, tiny_model_files, capsys):
+    """`generate --prompts` with --lora and --keyframe: each video equals the single `generate` with the same
+    options and seed, and the plan records the options (a resume with another LoRA scale is refused)."""
+    from PIL import Image
+
+    from shanshui.cli import main
+    from shanshui.pipelines.text_to_video import load_pipeline
+    from shanshui.video_io import read_video
+
+    model, motion = tiny_model_files
+    path, _ = build(load_pipeline(model, motion), [("unet", ATTN), ("text_encoder", TE_Q)], "kohya",
+                    tmp_path / "style.safetensors", alpha=4.0)
+    key = tmp_path / "key.png"
+    Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)).save(key)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("mist\n")
+    common = ["--model", str(model), "--motion-module", str(motion), "--frames", "4", "--size", "32", "--steps",
+              "2", "--lora", f"{path}:0.7", "--keyframe", f"-1:{key}", "--keyframe-guidance", "0.5"]
+    out = tmp_path / "batch"
+    assert main(["generate", "--prompts", str(prompts), "--out-dir", str(out), "--seeds", "3", "--format", "gif",
+                 *common]) == 0
+    single = tmp_path / "one.gif"
+    assert main(["generate", "mist", "--seed", "3", "--no-interpolate", "-o", str(single), *common]) == 0
+    assert np.array_equal(read_video(out / "p00000_s3.gif")[0], read_video(single)[0])
+    capsys.readouterr()
+    changed = [c if c != f"{path}:0.7" else f"{path}:0.2" for c in common]
+    assert main(["generate", "--prompts", str(prompts), "--out-dir", str(out), "--seeds", "3", "--format", "gif",
+                 *changed]) == 2
+    assert "error:" in capsys.readouterr().err

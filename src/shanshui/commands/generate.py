@@ -163,9 +163,6 @@ def generate(ctx, prompt, negative, model, motion_module, frames, size, steps, g
     if prompts_file is not None or out_dir is not None:
         check(prompts_file is not None and out_dir is not None, "batch mode needs both --prompts FILE and --out-dir DIR")
         check(prompt is None and out is None, "give either PROMPT with -o, or --prompts with --out-dir, not both")
-        check(not (loras or vae or ema or keyframes or fusion != "crossfade"),
-              "batch mode (--prompts) does not take --lora, --vae, --ema, --keyframe or --fusion yet; "
-              "generate those videos one by one")
         from click.core import ParameterSource
 
         from .generate_batch import run_batch_command
@@ -174,11 +171,16 @@ def generate(ctx, prompt, negative, model, motion_module, frames, size, steps, g
         width, height = parse_size(size) if size else (None, None)
         check(fps > 0, f"--fps={fps} must be > 0")
         check_cheap(frames, steps, guidance, gamma, omega, overlap)
+        lora_specs = check_model_options(loras, vae)
+        keys = check_keyframes(keyframes, frames)
+        check(0 <= keyframe_guidance <= 1, f"--keyframe-guidance={keyframe_guidance} must be in [0, 1]")
         run_batch_command(prompts_file, out_dir, seeds, fmt, negative=negative, model=model,
                           motion_module=motion_module, frames=frames, width=width, height=height, steps=steps,
                           guidance=guidance, sparse_causal=sparse_causal,
                           interpolate_times=int(interp_times) if (interpolate and explicit) else 1,
-                          gamma=gamma, omega=omega, overlap=overlap, fps=fps, device=str(runtime.device))
+                          gamma=gamma, omega=omega, overlap=overlap, fps=fps, device=str(runtime.device),
+                          loras=lora_specs, vae=vae, ema=ema, keyframes=keys, keyframe_mode=keyframe_mode,
+                          keyframe_guidance=keyframe_guidance, fusion=fusion)
         return
     check(prompt is not None, "missing PROMPT (or use --prompts FILE --out-dir DIR for a batch)")
     check(out is not None, "missing -o/--out FILE")
