@@ -104,7 +104,12 @@ stamp "objective ablation: first $ABL UNet steps of eps | v | vminsnr, side by s
 pids=()
 for name in eps v vminsnr; do
   dir="$RUNS/stage1-$name"
-  if [ ! -d "$dir" ]; then cp -al "$RUNS/stage1-base" "$dir.tmp" && mv "$dir.tmp" "$dir"; fi
+  if [ ! -d "$dir" ]; then
+    # hard links share the latent cache and checkpoints (read only); the log each run appends to is copied
+    cp -al "$RUNS/stage1-base" "$dir.tmp"
+    [ -f "$dir.tmp/log.jsonl" ] && cp "$dir.tmp/log.jsonl" "$dir.tmp/log.jsonl.own" && mv -f "$dir.tmp/log.jsonl.own" "$dir.tmp/log.jsonl"
+    mv "$dir.tmp" "$dir"
+  fi
   # shellcheck disable=SC2086
   "${SERIAL[@]}" "${SS[@]}" train-image "${S1[@]}" --resume latest output_dir="$dir" unet.stop_after=$ABL ${OBJ[$name]} \
     "${COMMON[@]}" > "$RESULTS/stage1_$name.log" 2>&1 &

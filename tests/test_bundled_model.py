@@ -103,6 +103,7 @@ def test_bundle_files_are_fp16_and_small():
     vae_cfg = json.loads((BUNDLED_DIR / "vae" / "config.json").read_text())
     assert vae_cfg["latent_channels"] == 4 and len(vae_cfg["block_out_channels"]) == 4
     assert 0.05 < vae_cfg["scaling_factor"] < 20 and vae_cfg["scaling_factor"] != 0.18215
+    assert max(p.stat().st_size for p in files) <= 16 * 1024 * 1024        # every weight file fits the limit
 
 
 @needs_bundle
@@ -115,7 +116,7 @@ def test_bundle_loads_strictly_in_float32():
     comps = load_base_components(BUNDLED_DIR)
     for name in ("unet", "vae", "text_encoder"):
         model = comps[name]
-        on_disk = load_file(str(next((BUNDLED_DIR / name).glob("*.safetensors"))))
+        on_disk = {k: v for f in sorted((BUNDLED_DIR / name).glob("*.safetensors")) for k, v in load_file(str(f)).items()}
         expected = model.state_dict()
         # every stored tensor is used and every weight of the model comes from the file
         assert set(on_disk) <= set(expected), name
