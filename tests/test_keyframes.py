@@ -177,7 +177,8 @@ def test_neighbour_guidance_follows_the_formula():
         want = lat[:, :, f] + np.sqrt(a) * w * (z[:, :, k] - x0[:, :, f])
         torch.testing.assert_close(out[:, :, f], want, atol=1e-6, rtol=0)
     assert torch.equal(pins.guide(lat, x0, 501, 0.0), lat)                       # the last step: no pull
-    assert torch.equal(KeyframePins(sched, [1], z[:, :, :1], eps[:, :, :1], 8).guide(lat, x0, 501, 1.0), lat)
+    assert torch.equal(KeyframePins(sched, [1], z[:, :, :1], eps[:, :, :1], 8, guidance=0.0).guide(lat, x0, 501, 1.0),
+                       lat)
     with pytest.raises(ShanshuiError, match=r"keyframe guidance=1.5 must be in \[0, 1\]"):
         KeyframePins(sched, [1], z[:, :, :1], eps[:, :, :1], 8, guidance=1.5)
 
@@ -202,11 +203,14 @@ def test_neighbour_guidance_is_a_ddim_step_from_the_blended_clean_latent():
                                atol=1e-5, rtol=0)
 
 
-def test_pipeline_guidance_zero_is_the_plain_keyframe_run_and_nonzero_moves_neighbours(pipe):
+def test_pipeline_guidance_default_and_nonzero_moves_neighbours(pipe):
+    from shanshui.control.keyframes import DEFAULT_GUIDANCE
+
     a = image(1)
-    base = pipe("mist over peaks", keyframes=[(2, a)], **SMALL).frames
-    zero = pipe("mist over peaks", keyframes=[(2, a)], keyframe_guidance=0.0, **SMALL).frames
-    assert np.array_equal(base, zero)
+    default = pipe("mist over peaks", keyframes=[(2, a)], **SMALL).frames
+    assert DEFAULT_GUIDANCE == 0.75
+    assert np.array_equal(default, pipe("mist over peaks", keyframes=[(2, a)], keyframe_guidance=0.75, **SMALL).frames)
+    base = pipe("mist over peaks", keyframes=[(2, a)], keyframe_guidance=0.0, **SMALL).frames
     guided = pipe("mist over peaks", keyframes=[(2, a)], keyframe_guidance=1.0, **SMALL).frames
     np.testing.assert_allclose(guided[0, 2], roundtrip(pipe, a), atol=1e-5)       # the pin still holds
     assert np.abs(guided[0, 3] - base[0, 3]).max() > 1e-3                          # neighbours were pulled
