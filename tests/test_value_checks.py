@@ -612,3 +612,26 @@ def test_backward_warp_dtypes_rounding_and_wide_images():
                                np.stack([backward_warp(wide[..., c], flow) for c in range(5)], -1), atol=1e-6)
     with pytest.raises(ShanshuiError, match="^border='wrap' is not supported; allowed: replicate, reflect, zero, constant$"):
         backward_warp(wide, flow, border="wrap")
+
+
+# ------------------------------------------------------- long-video survivors of the sampled mutation run
+def test_long_video_helpers_edges(monkeypatch):
+    from shanshui.errors import ShanshuiError
+    from shanshui.pipelines import long_video as lv
+
+    starts = lv.clip_starts(40, 16, 4)
+    np.testing.assert_array_equal(lv.fusion_weights("ccdm", starts, 16, 40), lv.ccdm_weights(starts, 16, 40))
+    np.testing.assert_array_equal(lv.fusion_weights("crossfade", starts, 16, 40), lv.overlap_weights(starts, 16, 40))
+    assert not np.array_equal(lv.ccdm_weights(starts, 16, 40), lv.overlap_weights(starts, 16, 40))
+    with pytest.raises(ShanshuiError):
+        lv.ccdm_weights([1, 25], 16, 41)                          # the first clip must start at frame 0
+    with pytest.raises(ShanshuiError, match=r"^gamma=1.5 must be in \[0, 1\]$"):
+        lv.shared_steps(1.5, 10)
+    with pytest.raises(ShanshuiError, match=r"^steps=0 must be >= 1$"):
+        lv.shared_steps(0.5, 0)
+    assert lv.to_uint8(np.array([-0.5, 0.5, 1.5, 0.0, 1.0])).tolist() == [0, 128, 255, 0, 255]
+    seen = []
+    monkeypatch.setattr("shanshui.flow.interpolate", lambda block, times, flow: seen.append(flow) or block)
+    list(lv.iter_decoded(lambda z: torch.zeros(1, z.shape[2], 3, 8, 8), torch.zeros(1, 4, 3, 2, 2), 2,
+                         interpolate_times=2, flow="farneback"))
+    assert seen and set(seen) == {"farneback"}
