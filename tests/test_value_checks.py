@@ -635,3 +635,77 @@ def test_long_video_helpers_edges(monkeypatch):
     list(lv.iter_decoded(lambda z: torch.zeros(1, z.shape[2], 3, 8, 8), torch.zeros(1, 4, 3, 2, 2), 2,
                          interpolate_times=2, flow="farneback"))
     assert seen and set(seen) == {"farneback"}
+
+
+# ------------------------------------------------------ image-intake survivors of the sampled mutation run
+def test_image_intake_defaults_and_pad_geometry():
+    from shanshui.image_intake import Geometry, plan_geometry, prepare_painting
+
+    # the defaults are policy "fit" at long side 512: a 300x200 picture becomes 512x344 (nearest multiples of 8)
+    assert plan_geometry(300, 200) == plan_geometry(300, 200, "fit", 512)
+    assert plan_geometry(300, 200).size == (512, 344)
+    img = np.zeros((200, 300, 3), np.uint8)
+    assert prepare_painting(img).image.shape == (344, 512, 3)
+    # "pad" of a tall picture: the height binds (s = 128/200), the width is 100·s = 64, centred
+    assert plan_geometry(100, 200, "pad", size=(128, 128)) == Geometry((100, 200), (64, 128), (32, 0), (128, 128))
+    assert plan_geometry(200, 100, "pad", size=(128, 128)) == Geometry((200, 100), (128, 64), (0, 32), (128, 128))
+
+
+def test_apply_geometry_checks_both_sides_and_picks_the_interpolation():
+    import cv2
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.image_intake import apply_geometry, plan_geometry
+
+    g = plan_geometry(64, 32, "crop", size=(128, 64))          # an exact 2x upscale
+    with pytest.raises(ShanshuiError, match=r"^image is 64x33, the geometry expects 64x32$"):
+        apply_geometry(np.zeros((33, 64, 3), np.uint8), g)  # only the height is wrong
+    ramp = (np.random.default_rng(0).random((32, 64, 3)) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(apply_geometry(ramp, g), cv2.resize(ramp, (128, 64), interpolation=cv2.INTER_CUBIC))
+    # downscaling averages areas: a 1-px checkerboard halves to flat grey
+    checker = ((np.indices((64, 64)).sum(0) % 2) * 255).astype(np.uint8)[..., None].repeat(3, 2)
+    small = apply_geometry(checker, plan_geometry(64, 64, "crop", size=(32, 32)))
+    assert set(np.unique(small).tolist()) <= {127, 128}
+
+
+def test_fit_to_crops_the_centre():
+    from shanshui.image_intake import fit_to
+
+    bands = np.zeros((100, 300, 3), np.uint8)
+    bands[:, :100], bands[:, 100:200], bands[:, 200:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    out = fit_to(bands, 100, 100)                              # scale 1, the middle third survives
+    assert out.shape == (100, 100, 3) and (out == np.array([0, 255, 0], np.uint8)).all()
+    tall = np.zeros((300, 100, 3), np.uint8)
+    tall[:100], tall[100:200], tall[200:] = 10, 20, 30
+    assert (fit_to(tall, 50, 50) == 20).all()                  # scale 0.5, the middle third of the height
+
+
+def test_intake_notes_and_compositing(tmp_path):
+    from PIL import Image
+
+    from shanshui.image_intake import array_to_rgb, read_image
+
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (10, 20, 30, 255)                             # opaque
+    rgba[0, 1] = (10, 20, 30, 0)                               # fully transparent: the background shows
+    rgb, notes = array_to_rgb(rgba, background=(100, 150, 200))
+    assert rgb[0, 0].tolist() == [10, 20, 30] and rgb[0, 1].tolist() == [100, 150, 200]
+    assert notes == ["transparency composited over background (100, 150, 200)"]
+    assert array_to_rgb(np.zeros((2, 2), np.uint8))[1] == ["grayscale converted to RGB"]
+    # an opaque RGBA file is not reported as composited
+    Image.fromarray(np.full((3, 3, 4), 255, np.uint8)).save(tmp_path / "opaque.png")
+    assert read_image(tmp_path / "opaque.png")[1] == []
+    # a 1-pixel-high painting is readable (not "empty")
+    Image.fromarray(np.full((1, 5, 3), 7, np.uint8)).save(tmp_path / "line.png")
+    rgb, notes = read_image(tmp_path / "line.png")
+    assert rgb.shape == (1, 5, 3) and (rgb == 7).all() and notes == []
+    # EXIF orientation 1 (upright) is no change and gets no note; 2 (mirrored) is applied and noted
+    arr = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    for value, expected, noted in ((1, arr, False), (2, arr[:, ::-1], True)):
+        im = Image.fromarray(arr)
+        exif = im.getexif()
+        exif[0x0112] = value
+        im.save(tmp_path / f"o{value}.png", exif=exif)
+        rgb, notes = read_image(tmp_path / f"o{value}.png")
+        np.testing.assert_array_equal(rgb, expected)
+        assert ("EXIF orientation applied" in notes) == noted
