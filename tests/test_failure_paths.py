@@ -286,3 +286,31 @@ def test_non_finite_terms_stop_training(term, value, workdir, tmp_path, monkeypa
     err = capsys.readouterr().err
     assert "at step 2" in err and "training stopped" in err
     assert not (out_dir / "final").exists()
+
+
+def test_published_outputs_get_the_umasks_permissions(tiny, tiny_video_unet, tmp_path):
+    """mkstemp/mkdtemp and safetensors create private (0600/0700) files; what Shanshui publishes must not be."""
+    from shanshui.data.procedural_dataset import write_dataset
+    from shanshui.models.motion_io import save_motion_module
+    from shanshui.pipelines.loading import save_base_components
+    from shanshui.training.checkpoint import replace_dir
+
+    old = os.umask(0o022)
+    try:
+        save_motion_module(tiny_video_unet, tmp_path / "mm" / "m.safetensors", tiny["motion_config"])
+        save_base_components(tiny, tmp_path / "base")
+        private = Path(tempfile.mkdtemp(dir=tmp_path))
+        from safetensors.torch import save_file
+
+        save_file({"a": torch.zeros(1)}, str(private / "w.safetensors"))
+        replace_dir(private, tmp_path / "published")
+        write_dataset(tmp_path / "data", n=1, seed=0, size=32, frames=2, fmt="frames", workers=1, progress=False)
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in tmp_path.rglob("*")}
+    assert modes["published"] == 0o755 and modes["published/w.safetensors"] == 0o644
+    assert modes["mm/m.safetensors"] == 0o644
+    assert [m for m in modes if m.startswith("base/") and modes[m] not in (0o644, 0o755)] == []
+    assert any(m.startswith("base/unet/") and m.endswith(".safetensors") for m in modes)
+    frames = [m for m in modes if m.startswith("data/clips/")]
+    assert frames and all(modes[m] in (0o644, 0o755) for m in frames)

@@ -78,6 +78,20 @@ def check_output_location(path: str | os.PathLike, folder: bool = False) -> None
         raise write_error(path, exc) from None
 
 
+def normal_permissions(path: str | os.PathLike) -> None:
+    """Give ``path`` (a file, or a folder and everything in it) the permissions of a freshly created one.
+
+    ``tempfile.mkstemp``/``mkdtemp`` create 0600 files and 0700 folders, and safetensors writes its files as
+    0600 too; published outputs should instead be readable as the user's umask says (0644/0755 under 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path = Path(path)
+    items = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in items:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
@@ -98,9 +112,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     try:
         try:
             yield tmp_path
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
+            normal_permissions(tmp_path)  # mkstemp creates 0600
             os.replace(tmp_path, path)
         except OSError as exc:
             raise write_error(path, exc) from None

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ShanshuiError, check
-from ..video_io import atomic_output, write_video
+from ..video_io import atomic_output, normal_permissions, write_video
 from .procedural_render import check_size, render_clip
 from .procedural_scene import attributes, caption, sample_scene
 
@@ -80,6 +80,7 @@ def _write_frames(frames: np.ndarray, folder: Path) -> None:
             Image.fromarray(frame).save(tmp / f"{k:04d}.png", compress_level=6)
         if folder.exists():  # an incomplete folder left by an older tool: replace it
             shutil.rmtree(folder)
+        normal_permissions(tmp)  # mkdtemp made it 0700
         os.replace(tmp, folder)
     finally:
         if tmp.exists():

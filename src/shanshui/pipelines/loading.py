@@ -134,4 +134,8 @@ def save_base_components(components: dict, folder: str | Path, dtype: torch.dtyp
         shutil.copy(ASSETS / "sd15" / "scheduler" / "scheduler_config.json", sched / "scheduler_config.json")
     else:
         (sched / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2) + "\n")
+    from ..video_io import normal_permissions
+
+    for name in ("unet", "vae", "text_encoder", "tokenizer"):  # safetensors writes its files as 0600
+        normal_permissions(folder / name)
     return folder

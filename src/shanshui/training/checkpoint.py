@@ -119,7 +119,13 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_stat
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` onto ``final``; an existing ``final`` is swapped out, then removed."""
+    """Move the finished folder ``tmp`` onto ``final``; an existing ``final`` is swapped out, then removed.
+
+    The published folder gets the umask's permissions (a ``mkdtemp`` folder and safetensors files are
+    private otherwise)."""
+    from ..video_io import normal_permissions
+
+    normal_permissions(tmp)
     if final.exists():
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)
