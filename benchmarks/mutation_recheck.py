@@ -20,6 +20,11 @@ Two uses (docs/testing.md):
       python benchmarks/mutation_recheck.py tests/test_flow.py --only shanshui.flow.sofp \
           --status "not checked" --sample 40 --seed 0 --save
 
+Each mutant runs only the tests of the selection that call its function: a first pass over the selection runs
+with mutmut's "stats" mode switched on and records, per test, which mutated functions it reached (the
+trampolines report every call). A mutant whose function no selected test reaches is "no tests" (not killed).
+``--no-map`` runs the whole selection for every mutant instead.
+
 mutmut's trampolines read ``MUTANT_UNDER_TEST`` at call time, so one pytest session per mutant runs exactly the
 mutant mutmut generated. Each mutant runs in a forked child of this process (the imports are paid once): a
 mutant that crashes the interpreter (e.g. a segmentation fault inside OpenCV) or runs past ``--timeout``
@@ -56,6 +61,8 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=None, help="run only N random mutants of each module")
     ap.add_argument("--seed", type=int, default=0, help="seed of --sample")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds one mutant may take (then: killed)")
+    ap.add_argument("--no-map", action="store_true",
+                    help="run the whole selection for every mutant (default: only the tests that reach its function)")
     args = ap.parse_args()
     root = Path.cwd()
     saved_path = root / FOCUSED
@@ -79,30 +86,91 @@ def main() -> int:
     if args.k:
         base += ["-k", args.k]
     os.environ.pop("MUTANT_UNDER_TEST", None)
+    hits = HitMap()
     with contextlib.redirect_stdout(io.StringIO()):
-        clean = pytest.main(base)
+        clean = pytest.main(base) if args.no_map else hits.collect(pytest, base)
     if clean != 0:
         print(f"the tests fail without any mutant (exit {clean}); fix them first")
         return 1
+    options = [a for a in base if a not in args.tests]
+    if args.k:
+        options = options[:-2]  # the node ids below are already the -k selection
     start, killed, done = time.time(), 0, 0
     selection = " ".join(args.tests) + (f" -k '{args.k}'" if args.k else "")
     for name in todo:
         if args.deadline and time.time() - start > args.deadline:
             break
-        status = run_isolated(pytest, base, name, args.timeout)
+        if args.no_map:
+            status = run_isolated(pytest, base, name, args.timeout)
+        else:
+            tests = hits.tests_for(name)
+            status = run_isolated(pytest, options + tests, name, args.timeout) if tests else "no tests"
         killed += status in KILLED
         done += 1
         print(f"{status:9s} {name}", flush=True)
         if args.save:
-            saved[name] = {"status": "killed" if status in KILLED else status if status == "survived"
-                           else "suspicious", "detail": status, "tests": selection}
-            saved_path.write_text(json.dumps(saved, indent=1, ensure_ascii=False))
+            verdict = "killed" if status in KILLED else status if status in ("survived", "no tests") else "suspicious"
+            save_verdict(saved_path, name, {"status": verdict, "detail": status, "tests": selection})
     os.environ.pop("MUTANT_UNDER_TEST", None)
     print(f"{killed} of {done} killed ({len(todo) - done} not run) by {selection} in {time.time() - start:.0f} s")
     return 0
 
 
 KILLED = ("killed", "crashed", "timeout")
+
+
+def save_verdict(path: Path, name: str, record: dict) -> None:
+    """Add one verdict to ``path`` under a lock, re-reading it first: several runs (e.g. one per module, side
+    by side) may save into the same file."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        saved[name] = record
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(saved, indent=1, ensure_ascii=False))
+        os.replace(tmp, path)
+
+
+class HitMap:
+    """Which test reaches which mutated function: one pytest pass in mutmut's "stats" mode, with the
+    trampolines' hit recorder replaced by one that files each hit under the running test's node id."""
+
+    def __init__(self) -> None:
+        self.by_function: dict[str, list[str]] = {}
+        self._current: str | None = None
+
+    def collect(self, pytest, args: list[str]) -> int:
+        import mutmut.mutation.trampoline as trampoline
+
+        def record(name: str, caller: str | None = None) -> None:
+            if self._current is not None:
+                tests = self.by_function.setdefault(name, [])
+                if not tests or tests[-1] != self._current:
+                    tests.append(self._current)
+
+        hits = self
+
+        class Plugin:  # log start/finish enclose the test's setup (fixtures), call and teardown
+            def pytest_runtest_logstart(self, nodeid, location):
+                hits._current = nodeid
+
+            def pytest_runtest_logfinish(self, nodeid, location):
+                hits._current = None
+
+        original = trampoline.record_trampoline_hit
+        trampoline.record_trampoline_hit = record
+        os.environ["MUTANT_UNDER_TEST"] = "stats"
+        try:
+            return pytest.main(args, plugins=[Plugin()])
+        finally:
+            trampoline.record_trampoline_hit = original
+            os.environ.pop("MUTANT_UNDER_TEST", None)
+
+    def tests_for(self, mutant: str) -> list[str]:
+        """Node ids (in run order) of the tests that called the function of ``mutant`` (``…__mutmut_N``)."""
+        return list(dict.fromkeys(self.by_function.get(mutant.rsplit("__mutmut_", 1)[0], [])))
 
 
 def sample_per_module(names: list[str], n: int, seed: int) -> list[str]:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Judge the mutants that `make mutation` has generated but not run, module by module, each against the test
+# files that exercise that module (benchmarks/mutation_recheck.py runs, per mutant, only the tests of that
+# selection that reach the mutated function). Two workers (one thread each) share the modules; verdicts go
+# to mutants/focused-results.json, and benchmarks/mutation_report.py prints the table.
+#   benchmarks/mutation_focused.sh [DEADLINE_SECONDS_PER_MODULE]        (needs mutants/ from `make mutation`)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+DEADLINE=${1:-0}
+[ -d mutants/src ] || { echo "error: no mutants/ folder; run 'make mutation' first (it may be stopped once it runs tests)" >&2; exit 2; }
+cp tests/*.py mutants/tests/
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
+run() {  # module, test files...
+  local module=$1; shift
+  local extra=()
+  [ "$DEADLINE" != 0 ] && extra=(--deadline "$DEADLINE")
+  "$PY" benchmarks/mutation_recheck.py "$@" --only "$module." --status "not checked" --save --timeout 120 "${extra[@]}" \
+    > "mutants/focused-$module.log" 2>&1 || echo "warning: $module ended with an error (see mutants/focused-$module.log)"
+  tail -1 "mutants/focused-$module.log"
+}
+(
+  run shanshui.image_intake tests/test_value_checks.py tests/test_control.py
+  run shanshui.control.arrows tests/test_control.py tests/test_properties.py tests/test_value_checks.py
+  run shanshui.flow.warp tests/test_flow.py tests/test_sofp.py tests/test_value_checks.py
+) &
+A=$!
+(
+  run shanshui.models.motion_io tests/test_motion_io.py tests/test_animatediff_reference.py tests/test_value_checks.py
+  run shanshui.pipelines.long_video tests/test_long_video.py tests/test_fusion.py tests/test_properties.py tests/test_value_checks.py
+  run shanshui.flow.sofp tests/test_sofp.py tests/test_properties.py tests/test_value_checks.py
+) &
+B=$!
+wait $A $B
+"$PY" benchmarks/mutation_report.py
