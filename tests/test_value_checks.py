@@ -709,3 +709,67 @@ def test_intake_notes_and_compositing(tmp_path):
         rgb, notes = read_image(tmp_path / f"o{value}.png")
         np.testing.assert_array_equal(rgb, expected)
         assert ("EXIF orientation applied" in notes) == noted
+
+
+def test_prepare_painting_from_pil_images_and_size_refusals():
+    from PIL import Image
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.image_intake import prepare_painting
+
+    arr = (np.random.default_rng(1).random((40, 60, 3)) * 255).astype(np.uint8)
+    from_pil = prepare_painting(Image.fromarray(arr), "crop", size=(64, 64))
+    np.testing.assert_array_equal(from_pil.image, prepare_painting(arr, "crop", size=(64, 64)).image)
+    rgba = Image.fromarray(np.dstack([arr, np.zeros((40, 60), np.uint8)]))     # fully transparent
+    out = prepare_painting(rgba, "crop", size=(64, 64), background=(100, 150, 200))
+    assert (out.image == np.array([100, 150, 200], np.uint8)).all()
+    assert out.notes == ["transparency composited over background (100, 150, 200)"]
+    with pytest.raises(ShanshuiError, match=r"^painting is 100x100 = 0.0 MP; the limit is 0.005 MP$"):
+        prepare_painting(Image.new("RGB", (100, 100)), max_pixels=5000)
+    with pytest.raises(ShanshuiError, match=r"^painting of shape \(100, 100, 3\) exceeds the 0.005 MP limit$"):
+        prepare_painting(np.zeros((100, 100, 3), np.uint8), max_pixels=5000)
+    with pytest.raises(ShanshuiError, match=r"^float image values span \[3, 3\]; expected \[0, 1\]$"):
+        prepare_painting(np.full((40, 40), 3.0))
+
+
+def test_float_and_premultiplied_alpha_images(tmp_path):
+    from PIL import Image
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.image_intake import prepare_painting, read_image
+
+    Image.fromarray(np.full((4, 4), 0.25, np.float32)).save(tmp_path / "quarter.tif")     # mode F
+    rgb, notes = read_image(tmp_path / "quarter.tif")
+    assert rgb.shape == (4, 4, 3) and (rgb == 64).all()
+    assert notes == ["32-bit float image scaled to 8 bit; grayscale converted to RGB"]
+    Image.fromarray(np.full((4, 4), 1.5, np.float32)).save(tmp_path / "over.tif")
+    with pytest.raises(ShanshuiError, match=r"float image values span \[1.5, 1.5\]"):
+        read_image(tmp_path / "over.tif")
+    # RGBA over a coloured background (a white one would hide a wrong scale: it saturates either way)
+    Image.fromarray(np.zeros((4, 4, 4), np.uint8)).save(tmp_path / "clear.png")
+    rgb, _ = read_image(tmp_path / "clear.png", background=(100, 150, 200))
+    assert (rgb == np.array([100, 150, 200], np.uint8)).all()
+    # premultiplied grey + alpha ("La"): Pillow cannot convert it to RGBA directly
+    la = Image.fromarray(np.dstack([np.full((4, 4), 128, np.uint8), np.full((4, 4), 128, np.uint8)]), "LA")
+    p = prepare_painting(la.convert("La"), "crop", size=(32, 32))
+    assert abs(int(p.image[0, 0, 0]) - 191) <= 2 and p.image.dtype == np.uint8         # 128·½ + 255·½
+
+
+def test_fit_geometry_keeps_the_uncovered_side_exact_and_errors_without_a_message(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.image_intake import Geometry, apply_geometry, plan_geometry, read_image
+
+    # 300x200 at long side 512: canvas 512x344, scale 1.72 covers it: 516x344, 2 px trimmed left and right
+    assert plan_geometry(300, 200) == Geometry((300, 200), (516, 344), (-2, 0), (512, 344))
+    padded = apply_geometry(np.zeros((20, 40, 3), np.uint8), plan_geometry(40, 20, "pad", size=(64, 64)))
+    assert padded.dtype == np.uint8 and padded.shape == (64, 64, 3)
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+
+    def fail(*args, **kwargs):
+        raise OSError()                                         # an exception without a message
+
+    monkeypatch.setattr(Image, "open", fail)
+    with pytest.raises(ShanshuiError, match=r"cannot be decoded: OSError$"):
+        read_image(tmp_path / "a.png")

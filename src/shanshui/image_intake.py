@@ -114,6 +114,8 @@ def _to_uint8_rgb(im, background, notes: list[str]) -> np.ndarray:
         return np.repeat(gray[..., None], 3, axis=2)
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
     if has_alpha:
+        if mode == "La":  # premultiplied grey + alpha: Pillow converts it to LA only
+            im = im.convert("LA")
         rgba = np.asarray(im.convert("RGBA")).astype(np.float32) / 255.0
         a = rgba[..., 3:4]
         if float(a.min()) < 1.0:
