@@ -773,3 +773,53 @@ def test_fit_geometry_keeps_the_uncovered_side_exact_and_errors_without_a_messag
     monkeypatch.setattr(Image, "open", fail)
     with pytest.raises(ShanshuiError, match=r"cannot be decoded: OSError$"):
         read_image(tmp_path / "a.png")
+
+
+def test_motion_adapter_folder_config_fields_and_defaults(tmp_path, tiny_components):
+    """Each field of a MotionAdapter config.json reaches the MotionConfig; missing fields get diffusers'
+    defaults; uniform per-block lists are accepted; converted originals run full attention (sparse-causal off)."""
+    import json
+
+    from diffusers import MotionAdapter
+
+    from shanshui.models.motion_io import load_motion_module
+
+    cfg = tiny_components["motion_config"]
+    adapter = MotionAdapter(**cfg.adapter_kwargs())
+    adapter.save_pretrained(tmp_path / "ok")
+    conf = json.loads((tmp_path / "ok" / "config.json").read_text())
+    heads = conf["motion_num_attention_heads"]
+    heads = heads[0] if isinstance(heads, list) else heads
+    for mid in (True, False):
+        (tmp_path / "ok" / "config.json").write_text(json.dumps(
+            {**conf, "use_motion_mid_block": mid, "motion_num_attention_heads": [heads] * 4}))
+        _, c = load_motion_module(tmp_path / "ok")
+        assert c.use_mid_block is mid and c.num_attention_heads == heads
+        assert c.sparse_causal == "off" and c.norm == "frame"
+    (tmp_path / "ok" / "config.json").write_text(json.dumps(
+        {k: v for k, v in conf.items() if k not in ("block_out_channels", "use_motion_mid_block")}))
+    _, c = load_motion_module(tmp_path / "ok")
+    assert c.block_out_channels == (320, 640, 1280, 1280) and c.use_mid_block is True
+
+
+def test_motion_io_messages_and_weight_suffixes(tmp_path, tiny_video_unet, tiny):
+    from shanshui.errors import ShanshuiError
+    from shanshui.models.motion_io import (load_motion_module, motion_state_dict, read_weights, save_motion_module,
+                                           to_animatediff_keys)
+
+    with pytest.raises(ShanshuiError, match=r"^norm='group' must be one of \('joint', 'frame'\)$"):
+        load_motion_module(tmp_path / "x.safetensors", norm="group")
+    with pytest.raises(ShanshuiError, match=r"^'conv_in.weight' is not a motion-module weight$"):
+        to_animatediff_keys({"conv_in.weight": torch.zeros(1)}, 32)
+    with pytest.raises(ShanshuiError, match=r"^save_motion_module needs a MotionConfig$"):
+        save_motion_module(torch.nn.Linear(1, 1), tmp_path / "m.safetensors")
+    state = motion_state_dict(tiny_video_unet)
+    for suffix in (".pt", ".pth", ".PTH", ".bin", ".ckpt"):
+        torch.save(state, tmp_path / f"w{suffix}")
+        loaded, meta = read_weights(tmp_path / f"w{suffix}")
+        assert meta == {} and set(loaded) == set(state)
+    # fp16 export: every tensor of the file is half precision
+    from safetensors.torch import load_file
+
+    save_motion_module(tiny_video_unet, tmp_path / "h.safetensors", tiny["motion_config"], dtype=torch.float16)
+    assert {v.dtype for v in load_file(str(tmp_path / "h.safetensors")).values()} == {torch.float16}
