@@ -823,3 +823,54 @@ def test_motion_io_messages_and_weight_suffixes(tmp_path, tiny_video_unet, tiny)
 
     save_motion_module(tiny_video_unet, tmp_path / "h.safetensors", tiny["motion_config"], dtype=torch.float16)
     assert {v.dtype for v in load_file(str(tmp_path / "h.safetensors")).values()} == {torch.float16}
+
+
+def test_intake_integer_modes_borders_and_single_channel_geometry(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.image_intake import Geometry, apply_geometry, array_to_rgb, plan_geometry, prepare_painting, read_image
+
+    # 32-bit integer images whose values fit 8 bits are kept as they are (negatives clipped to 0);
+    # beyond 255 they are taken as 16-bit
+    Image.fromarray(np.array([[-5, 0, 100, 255]], np.int32), "I").save(tmp_path / "i8.tif")
+    rgb, _ = read_image(tmp_path / "i8.tif")
+    assert rgb[0, :, 0].tolist() == [0, 0, 100, 255]
+    Image.fromarray(np.array([[0, 65535, 256, 1000]], np.int32), "I").save(tmp_path / "i16.tif")
+    rgb, notes = read_image(tmp_path / "i16.tif")
+    assert rgb[0, :, 0].tolist() == [0, 255, 1, 4] and notes[0] == "16-bit I image scaled to 8 bit"
+    Image.fromarray(np.array([[0, 70000]], np.int32), "I").save(tmp_path / "big.tif")
+    with pytest.raises(ShanshuiError, match=r"integer image values span \[0, 70000\]"):
+        read_image(tmp_path / "big.tif")
+    Image.fromarray(np.array([[-1, 300]], np.int32), "I").save(tmp_path / "neg.tif")
+    with pytest.raises(ShanshuiError, match=r"integer image values span \[-1, 300\]"):
+        read_image(tmp_path / "neg.tif")
+    assert read_image(tmp_path / "i8.tif")[1] == ["grayscale converted to RGB"]
+    # in-memory floats in [0, 1]; arrays of the wrong rank
+    assert array_to_rgb(np.full((2, 2), 0.5))[0].tolist() == [[[128] * 3] * 2] * 2
+    with pytest.raises(ShanshuiError, match=r"^image array must be \(H, W\) or \(H, W, C\), got shape \(5,\)$"):
+        prepare_painting(np.zeros(5))
+    # crop/pad without a size: a long_side square
+    assert plan_geometry(100, 50, "crop").size == (512, 512)
+    with pytest.raises(ShanshuiError, match=r"^size width=30 must be a multiple of 8 and >= 32$"):
+        plan_geometry(100, 50, "crop", size=(30, 64))
+    # the pad colour is the per-channel median of the four borders
+    red = np.zeros((10, 20, 3), np.uint8)
+    red[..., 0] = 255
+    padded = apply_geometry(red, plan_geometry(20, 10, "pad", size=(64, 64)))
+    assert padded[0, 0].tolist() == [255, 0, 0]
+    img = np.full((5, 3), 255, np.uint8)
+    img[0] = img[1] = 0                       # top two rows dark: the bottom row and the sides' lower parts win
+    assert apply_geometry(img, Geometry((3, 5), (3, 5), (0, 0), (8, 8)))[7, 7] == 255
+    # single-channel images keep their channel axis through a resize
+    one = apply_geometry(np.zeros((20, 40, 1), np.uint8), plan_geometry(40, 20, "crop", size=(64, 32)))
+    assert one.shape == (32, 64, 1)
+    # a decoding error's first line is reported
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+
+    def fail(*args, **kwargs):
+        raise OSError("broken data stream when reading image file\nsecond line")
+
+    monkeypatch.setattr(Image, "open", fail)
+    with pytest.raises(ShanshuiError, match=r"cannot be decoded: broken data stream when reading image file$"):
+        read_image(tmp_path / "a.png")

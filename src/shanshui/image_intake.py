@@ -286,7 +286,8 @@ def prepare_painting(source, policy: str = "fit", long_side: int = 512, size: tu
         rgb = _to_uint8_rgb(ImageOps.exif_transpose(source), background, notes)
     else:
         arr = np.asarray(source)
-        check(arr.ndim >= 2 and arr.shape[0] * arr.shape[1] <= max_pixels,
+        check(arr.ndim in (2, 3), f"image array must be (H, W) or (H, W, C), got shape {arr.shape}")
+        check(arr.shape[0] * arr.shape[1] <= max_pixels,
               f"painting of shape {arr.shape} exceeds the {max_pixels / 1e6:g} MP limit")
         rgb, notes = array_to_rgb(arr, background)
     h, w = rgb.shape[:2]
