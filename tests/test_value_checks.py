@@ -874,3 +874,56 @@ def test_intake_integer_modes_borders_and_single_channel_geometry(tmp_path, monk
     monkeypatch.setattr(Image, "open", fail)
     with pytest.raises(ShanshuiError, match=r"cannot be decoded: broken data stream when reading image file$"):
         read_image(tmp_path / "a.png")
+
+
+def test_motion_adapter_folder_defaults_and_refusals(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.models.motion_io import load_motion_module
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    with pytest.raises(ShanshuiError, match=r"has no config.json: not a diffusers MotionAdapter folder$"):
+        load_motion_module(folder)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(ShanshuiError, match=r"has no diffusion_pytorch_model.safetensors/.bin$"):
+        load_motion_module(folder)
+    save_file({"down_blocks.0.motion_modules.0.proj_in.weight": torch.zeros(2, 2)},
+              str(folder / "diffusion_pytorch_model.safetensors"))
+    _, c = load_motion_module(folder)                            # an empty config: diffusers' defaults
+    assert (c.block_out_channels, c.layers_per_block, c.use_mid_block, c.num_attention_heads, c.norm_num_groups,
+            c.max_seq_length) == ((320, 640, 1280, 1280), 2, True, 8, 32, 32)
+    (folder / "config.json").write_text(json.dumps({"motion_layers_per_block": [1, 2]}))
+    with pytest.raises(ShanshuiError, match=r"per-block layers \[1, 2\] not supported$"):
+        load_motion_module(folder)
+
+
+def test_original_layout_files_names_and_read_errors(tmp_path, tiny_video_unet, tiny, monkeypatch):
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.models.motion_io import load_motion_module, read_weights, save_motion_module
+
+    save_motion_module(tiny_video_unet, tmp_path / "m.safetensors", tiny["motion_config"])
+    tensors = load_file(str(tmp_path / "m.safetensors"))
+    pe = [k for k in tensors if k.endswith(".pe")]
+    pattern = (r"^((down|up)_blocks\.\d+\.motion_modules\.\d+|mid_block\.motion_modules\.\d+)\.temporal_transformer\."
+               r"transformer_blocks\.\d+\.attention_blocks\.[01]\.pos_encoder\.pe$")
+    assert pe and all(re.match(pattern, k) for k in pe)
+    # the same tensors without Shanshui's metadata or sidecar = an original AnimateDiff file
+    save_file(tensors, str(tmp_path / "orig.safetensors"))
+    _, c = load_motion_module(tmp_path / "orig.safetensors")
+    assert c.norm == "frame" and c.sparse_causal == "off"
+    (tmp_path / "bad.ckpt").write_bytes(b"\x80\x02 not a pickle")
+    with pytest.raises(ShanshuiError, match=r"^cannot read motion module '.*bad.ckpt': \w+: "):
+        read_weights(tmp_path / "bad.ckpt")
+    for exc, text in ((RuntimeError("first line\nsecond"), "RuntimeError: first line"),
+                      (RuntimeError(), "RuntimeError: corrupt file")):
+        monkeypatch.setattr(torch, "load", lambda *a, _e=exc, **k: (_ for _ in ()).throw(_e))
+        with pytest.raises(ShanshuiError, match=re.escape(text) + "$"):
+            read_weights(tmp_path / "bad.ckpt")
