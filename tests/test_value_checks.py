@@ -927,3 +927,42 @@ def test_original_layout_files_names_and_read_errors(tmp_path, tiny_video_unet, 
         monkeypatch.setattr(torch, "load", lambda *a, _e=exc, **k: (_ for _ in ()).throw(_e))
         with pytest.raises(ShanshuiError, match=re.escape(text) + "$"):
             read_weights(tmp_path / "bad.ckpt")
+
+
+def test_intake_alpha_modes_16_bit_modes_ranges_and_messages():
+    from PIL import Image
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.image_intake import (Geometry, _to_uint8_rgb, apply_geometry, array_to_rgb, plan_geometry,
+                                       prepare_painting)
+
+    bg = (100, 150, 200)
+    la = Image.fromarray(np.zeros((4, 4, 2), np.uint8), "LA")                  # grey + alpha, fully clear
+    pa = Image.new("PA", (4, 4))                                               # palette + alpha, alpha 0
+    for im in (la, pa):
+        assert (prepare_painting(im, "crop", size=(32, 32), background=bg).image == np.array(bg, np.uint8)).all()
+    for mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        im = Image.frombytes(mode, (2, 1), np.array([200, 65535], ">u2" if mode == "I;16B" else "<u2").tobytes()
+                             if mode != "I;16N" else np.array([200, 65535], "=u2").tobytes())
+        notes = []
+        rgb = _to_uint8_rgb(im, bg, notes)
+        assert rgb.shape == (1, 2, 3) and rgb[0, :, 0].tolist() == [1, 255], mode     # 200 -> 1: scaled, not kept
+        assert notes == [f"16-bit {mode} image scaled to 8 bit", "grayscale converted to RGB"]
+    # float arrays: the ends 0 and 1 are inside the range; uint16 arrays are scaled and noted
+    rgb, notes = array_to_rgb(np.array([[0.0, 1.0]]))
+    assert rgb[0, :, 0].tolist() == [0, 255] and notes == ["grayscale converted to RGB"]
+    rgb, notes = array_to_rgb(np.array([[0, 65535]], np.uint16))
+    assert rgb[0, :, 0].tolist() == [0, 255] and notes == ["16-bit image scaled to 8 bit", "grayscale converted to RGB"]
+    # an RGBA array through prepare_painting takes the given background
+    clear = np.zeros((40, 40, 4), np.uint8)
+    assert (prepare_painting(clear, "crop", size=(32, 32), background=bg).image == np.array(bg, np.uint8)).all()
+    # messages and the exact crop geometry (the height is the side that overflows)
+    with pytest.raises(ShanshuiError, match=r"^policy 'fit' takes long_side, not an exact size "
+                                            r"\(use 'crop' or 'pad' for W x H\)$"):
+        plan_geometry(100, 100, "fit", size=(64, 64))
+    with pytest.raises(ShanshuiError, match=r"its short side would be 13 px \(< 32\); use a larger size"):
+        plan_geometry(1000, 100, "fit", 128)
+    assert plan_geometry(300, 200, "crop", size=(512, 256)) == Geometry((300, 200), (512, 342), (0, -43), (512, 256))
+    # the pad colour reads the first column (not the second)
+    img = np.array([[255, 255, 0, 0, 255], [0, 255, 0, 255, 0], [0, 255, 0, 255, 0], [0, 0, 255, 0, 255]], np.uint8)
+    assert apply_geometry(img, Geometry((5, 4), (5, 4), (0, 0), (8, 8)))[7, 7] == 0
