@@ -966,3 +966,40 @@ def test_intake_alpha_modes_16_bit_modes_ranges_and_messages():
     # the pad colour reads the first column (not the second)
     img = np.array([[255, 255, 0, 0, 255], [0, 255, 0, 255, 0], [0, 255, 0, 255, 0], [0, 0, 255, 0, 255]], np.uint8)
     assert apply_geometry(img, Geometry((5, 4), (5, 4), (0, 0), (8, 8)))[7, 7] == 0
+
+
+def test_saved_motion_module_uses_exactly_the_original_key_layout(tmp_path, tiny_video_unet, tiny):
+    import re
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.models.motion_io import is_position_table, load_motion_module, motion_state_dict, save_motion_module
+
+    save_motion_module(tiny_video_unet, tmp_path / "m.safetensors", tiny["motion_config"])
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        keys, meta = list(f.keys()), f.metadata()
+    assert meta["format"] == "pt"                                   # what diffusers/transformers loaders expect
+    inner = (r"(norm\.(weight|bias)|proj_(in|out)\.(weight|bias)|transformer_blocks\.\d+\.("
+             r"attention_blocks\.[01]\.(to_[qkv]\.weight|to_out\.0\.(weight|bias)|pos_encoder\.pe)|"
+             r"norms\.[01]\.(weight|bias)|ff_norm\.(weight|bias)|ff\.net\.(0\.proj|2)\.(weight|bias)))")
+    pattern = re.compile(r"^((down|up)_blocks\.\d+|mid_block)\.motion_modules\.\d+\.temporal_transformer\." + inner + "$")
+    assert keys and [k for k in keys if not pattern.match(k)] == []
+    assert any(".norms.1." in k for k in keys) and any(".ff_norm." in k for k in keys)
+    # a MotionAdapter folder may hold a .bin instead of safetensors
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    state = motion_state_dict(tiny_video_unet)
+    torch.save(state, folder / "diffusion_pytorch_model.bin")
+    loaded, _ = load_motion_module(folder)
+    kept = {k for k in state if not is_position_table(k)}
+    assert kept and set(loaded) == kept and all(torch.equal(loaded[k], state[k]) for k in kept)
+    # files that are not motion modules
+    save_file({"conv_in.weight": torch.zeros(1)}, str(tmp_path / "none.safetensors"))
+    with pytest.raises(ShanshuiError, match=r"^no 'down_blocks\.\*\.motion_modules' weights found: not a motion module$"):
+        load_motion_module(tmp_path / "none.safetensors")
+    save_file({"down_blocks.0.motion_modules.0.norm.weight": torch.zeros(1)}, str(tmp_path / "part.safetensors"))
+    with pytest.raises(ShanshuiError, match=r"^missing key 'down_blocks\.0\.motion_modules\.0\.proj_in\.weight'$"):
+        load_motion_module(tmp_path / "part.safetensors")
