@@ -61,6 +61,9 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=None, help="run only N random mutants of each module")
     ap.add_argument("--seed", type=int, default=0, help="seed of --sample")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds one mutant may take (then: killed)")
+    ap.add_argument("--shuffle", action="store_true",
+                    help="run the mutants in a random order (seed --seed): a run cut short by --deadline is then a "
+                         "random sample of the module instead of its first functions")
     ap.add_argument("--no-map", action="store_true",
                     help="run the whole selection for every mutant (default: only the tests that reach its function)")
     args = ap.parse_args()
@@ -75,6 +78,8 @@ def main() -> int:
                       if st == args.status and n not in saved and args.only in n)
     if args.sample is not None:
         todo = sample_per_module(todo, args.sample, args.seed)
+    if args.shuffle:
+        random.Random(args.seed).shuffle(todo)
     for t in args.tests:
         shutil.copy(root / t, root / "mutants" / t)
     os.chdir(root / "mutants")
