@@ -1003,3 +1003,19 @@ def test_saved_motion_module_uses_exactly_the_original_key_layout(tmp_path, tiny
     save_file({"down_blocks.0.motion_modules.0.norm.weight": torch.zeros(1)}, str(tmp_path / "part.safetensors"))
     with pytest.raises(ShanshuiError, match=r"^missing key 'down_blocks\.0\.motion_modules\.0\.proj_in\.weight'$"):
         load_motion_module(tmp_path / "part.safetensors")
+
+
+def test_overlap_weights_refuse_bad_plans_and_plain_decoding_never_interpolates(monkeypatch):
+    from shanshui.errors import ShanshuiError
+    from shanshui.pipelines import long_video as lv
+
+    for starts, frames in (([0, 5], 30), ([2, 14], 30)):     # the end not reached / the start not at 0
+        with pytest.raises(ShanshuiError, match=r"of 16 frames do not cover 30 frames$"):
+            lv.overlap_weights(starts, 16, frames)
+    with pytest.raises(ShanshuiError, match=r"^clips at \[0, 20\] leave frames uncovered$"):
+        lv.overlap_weights([0, 20], 16, 36)                   # a gap between the clips
+    monkeypatch.setattr("shanshui.flow.interpolate", lambda *a, **k: pytest.fail("interpolated at times=1"))
+    lat = torch.arange(5, dtype=torch.float32).view(1, 1, 5, 1, 1).expand(1, 4, 5, 2, 2)
+    out = list(lv.iter_decoded(lambda z: z[:, :3].permute(0, 2, 1, 3, 4) / 10, lat, 2, interpolate_times=1))
+    assert [len(c) for c in out] == [2, 2, 1]
+    assert np.concatenate(out)[:, 0, 0, 0].tolist() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
