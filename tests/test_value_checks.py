@@ -1019,3 +1019,33 @@ def test_overlap_weights_refuse_bad_plans_and_plain_decoding_never_interpolates(
     out = list(lv.iter_decoded(lambda z: z[:, :3].permute(0, 2, 1, 3, 4) / 10, lat, 2, interpolate_times=1))
     assert [len(c) for c in out] == [2, 2, 1]
     assert np.concatenate(out)[:, 0, 0, 0].tolist() == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+
+
+def test_long_video_plan_weights_and_last_ddim_step():
+    from shanshui.errors import ShanshuiError
+    from shanshui.pipelines import long_video as lv
+    from shanshui.schedulers import make_scheduler, split_prediction
+
+    plan = lv.make_plan(40, 16, 4, 10, 0.5)
+    assert (plan.num_frames, plan.starts) == (40, (0, 12, 24))
+    np.testing.assert_array_equal(lv.ccdm_weights([0], 16, 16), np.ones((1, 16)))         # one clip is allowed
+    w = lv.overlap_weights([0, 15], 16, 31)                    # a single shared frame: half and half
+    assert w[0, 15] == pytest.approx(0.5) and w[1, 0] == pytest.approx(0.5) and w[0, 14] == 1.0
+    with pytest.raises(ShanshuiError, match=r"^overlap=16 must be in \[0, 15\] \(below clip_frames=16\)$"):
+        lv.check_long_inputs(0.5, 0.1, 16, 16, 32)
+    with pytest.raises(ShanshuiError, match=r"^decode_chunk_size=0 must be >= 1$"):
+        list(lv.iter_decoded(lambda z: z, torch.zeros(1, 4, 2, 2, 2), 0))
+    # the step that lands on timestep 0 uses ᾱ_0 (not the "final" ᾱ): the same as DDIMScheduler.step
+    from diffusers import DDIMScheduler
+
+    # timesteps 900, ..., 100, 0; with set_alpha_to_one the "final" ᾱ (1) differs from ᾱ_0
+    sched = DDIMScheduler.from_config(make_scheduler("ddim").config, steps_offset=0, set_alpha_to_one=True)
+    sched.set_timesteps(10)
+    t = int(sched.timesteps[-2])
+    assert t == 100
+    g = torch.Generator().manual_seed(0)
+    sample, out = torch.randn(1, 4, 2, 3, 3, generator=g), torch.randn(1, 4, 2, 3, 3, generator=g)
+    x0, eps = split_prediction(sched, out, sample, t)
+    direction = eps
+    expected = sched.step(out, t, sample).prev_sample
+    torch.testing.assert_close(lv.ddim_update(sched, t, x0, direction), expected, rtol=1e-5, atol=1e-5)
