@@ -1049,3 +1049,73 @@ def test_long_video_plan_weights_and_last_ddim_step():
     direction = eps
     expected = sched.step(out, t, sample).prev_sample
     torch.testing.assert_close(lv.ddim_update(sched, t, x0, direction), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_intake_from_files_limits_palettes_and_masks(tmp_path):
+    import cv2
+    from PIL import Image
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.image_intake import (Geometry, _to_uint8_rgb, apply_geometry, array_to_rgb, plan_geometry,
+                                       prepare_painting, read_image)
+
+    bg = (100, 150, 200)
+    # a file goes through read_image with the caller's background and pixel limit
+    Image.fromarray(np.zeros((40, 40, 4), np.uint8)).save(tmp_path / "clear.png")
+    assert (prepare_painting(tmp_path / "clear.png", "crop", size=(32, 32), background=bg).image
+            == np.array(bg, np.uint8)).all()
+    with pytest.raises(ShanshuiError, match=r"'clear.png' is 40x40 = 0.0 MP; the limit is 0.001 MP"):
+        prepare_painting(tmp_path / "clear.png", max_pixels=1000)
+    # the pixel limit is inclusive, for files, PIL images and arrays alike; the messages show the limit exactly
+    assert read_image(tmp_path / "clear.png", max_pixels=1600)[0].shape == (40, 40, 3)
+    assert prepare_painting(Image.new("RGB", (40, 40)), "crop", size=(32, 32), max_pixels=1600).size == (32, 32)
+    assert prepare_painting(np.zeros((10, 100, 3), np.uint8), "crop", size=(32, 32), max_pixels=1000).size == (32, 32)
+    with pytest.raises(ShanshuiError, match=r"^painting is 1001x1000 = 1.0 MP; the limit is 1 MP$"):
+        prepare_painting(Image.new("L", (1001, 1000)), max_pixels=1_000_000)
+    with pytest.raises(ShanshuiError, match=r"^painting of shape \(1000, 1001\) exceeds the 1 MP limit$"):
+        prepare_painting(np.zeros((1000, 1001), np.uint8), max_pixels=1_000_000)
+    Image.new("L", (1001, 1000)).save(tmp_path / "big.png")
+    with pytest.raises(ShanshuiError, match=r"is 1001x1000 = 1.0 MP; the limit is 1 MP \(downscale it first\)$"):
+        read_image(tmp_path / "big.png", max_pixels=1_000_000)
+    # palette images: transparent index -> background; without transparency -> plain RGB
+    pal = Image.new("P", (2, 1))
+    pal.putpalette([10, 20, 30, 40, 50, 60] + [0] * 762)
+    pal.putdata([0, 1])
+    opaque = _to_uint8_rgb(pal, bg, notes := [])
+    assert opaque[0].tolist() == [[10, 20, 30], [40, 50, 60]] and notes == ["P image converted to RGB"]
+    pal.info["transparency"] = 0
+    clear = _to_uint8_rgb(pal, bg, notes := [])
+    assert clear[0].tolist() == [list(bg), [40, 50, 60]] and notes == [f"transparency composited over background {bg}"]
+    rgba_pre = Image.fromarray(np.zeros((2, 2, 4), np.uint8), "RGBA").convert("RGBa")        # premultiplied
+    assert (_to_uint8_rgb(rgba_pre, bg, []) == np.array(bg, np.uint8)).all()
+    # 32-bit integers: 256 is already 16-bit; 65536 is out of range; float images may reach exactly 1
+    assert _to_uint8_rgb(Image.fromarray(np.array([[0, 256]], np.int32), "I"), bg, [])[0, :, 0].tolist() == [0, 1]
+    with pytest.raises(ShanshuiError, match=r"span \[0, 65536\]"):
+        _to_uint8_rgb(Image.fromarray(np.array([[0, 65536]], np.int32), "I"), bg, [])
+    assert _to_uint8_rgb(Image.fromarray(np.array([[0.0, 1.0]], np.float32)), bg, [])[0, :, 0].tolist() == [0, 255]
+    with pytest.raises(ShanshuiError, match=r"^image dtype int32 is not supported"):
+        array_to_rgb(np.zeros((2, 2), np.int32))
+    # sizes: both conditions of each side, and the pair itself
+    for size, message in (((36, 64), "width=36"), ((24, 64), "width=24"), ((64, 36), "height=36")):
+        with pytest.raises(ShanshuiError, match=rf"^size {message} must be a multiple of 8 and >= 32$"):
+            plan_geometry(100, 100, "crop", size=size)
+    with pytest.raises(ShanshuiError, match=r"^size=\(64,\) must be \(width, height\)$"):
+        plan_geometry(100, 100, "crop", size=(64,))
+    assert plan_geometry(1000, 1, "pad", size=(64, 64)).resized == (64, 1)      # a one-pixel line stays one pixel
+    # EXIF orientation 0 ("unknown") is no change and no note
+    im = Image.new("RGB", (4, 2))
+    exif = im.getexif()
+    exif[0x0112] = 0
+    im.save(tmp_path / "o0.png", exif=exif)
+    assert read_image(tmp_path / "o0.png")[1] == []
+    # masks resize by nearest neighbour (bool in, bool out); float images are not truncated to integers
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 3:7] = True
+    g = plan_geometry(8, 8, "crop", size=(40, 40))
+    expected = cv2.resize(mask.astype(np.uint8), (40, 40), interpolation=cv2.INTER_NEAREST).astype(bool)
+    np.testing.assert_array_equal(apply_geometry(mask, g, nearest=True), expected)
+    smooth = np.full((8, 8), 0.25, np.float32)
+    assert apply_geometry(smooth, g).dtype == np.float32 and np.allclose(apply_geometry(smooth, g), 0.25, atol=1e-3)
+    # the pad colour reads the first row (not the second)
+    img = np.array([[255, 255, 255, 255, 0], [0, 255, 255, 0, 0], [0, 255, 0, 255, 255]], np.uint8)
+    assert apply_geometry(img, Geometry((5, 3), (5, 3), (0, 0), (8, 8)))[7, 7] == 255
