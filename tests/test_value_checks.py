@@ -1119,3 +1119,69 @@ def test_intake_from_files_limits_palettes_and_masks(tmp_path):
     # the pad colour reads the first row (not the second)
     img = np.array([[255, 255, 255, 255, 0], [0, 255, 255, 0, 0], [0, 255, 0, 255, 255]], np.uint8)
     assert apply_geometry(img, Geometry((5, 3), (5, 3), (0, 0), (8, 8)))[7, 7] == 255
+
+
+def test_arrow_fields_masks_and_messages(tmp_path):
+    from PIL import Image
+
+    from shanshui.control import arrows as ar
+    from shanshui.errors import ShanshuiError
+
+    # eq. 6 by hand for a single (1, 1) vector, σ = 2: exp(-d²/σ²) at distance d
+    sparse = np.zeros((5, 5, 2), np.float32)
+    sparse[2, 2] = (1.0, 1.0)
+    dense = ar.densify(sparse, 2.0)
+    assert dense[2, 2].tolist() == [1.0, 1.0] and dense[2, 3, 0] == pytest.approx(math.exp(-0.25))
+    assert dense[0, 0, 1] == pytest.approx(math.exp(-8 / 4))
+    for bad in (-1.0, float("inf")):
+        with pytest.raises(ShanshuiError, match=r"^sigma=.* must be a finite number > 0$"):
+            ar.densify(sparse, bad)
+        with pytest.raises(ShanshuiError, match=r"^threshold R=.* must be a finite number >= 0$"):
+            ar.threshold(dense, bad)
+    # starts on the last column/row count; beyond them they are dropped; the field is float32
+    edge = ar.sparse_flow([ar.Arrow(4, 4, 6, 4), ar.Arrow(5, 0, 6, 0), ar.Arrow(0, 5, 0, 6)], 5, 5)
+    assert edge.dtype == np.float32 and edge[4, 4].tolist() == [2.0, 0.0] and np.count_nonzero(edge) == 1
+    # a global strength below 1 scales the field; still regions are zero
+    arrows = [ar.Arrow(10, 10, 20, 10)]
+    full = ar.dense_field(arrows, 32, 32)
+    np.testing.assert_allclose(ar.dense_field(arrows, 32, 32, strength=0.5), full * 0.5)
+    still = np.zeros((32, 32), bool)
+    still[:, :12] = True
+    masked = ar.dense_field(arrows, 32, 32, still=still)
+    assert not masked[:, :12].any() and np.array_equal(masked[:, 12:], full[:, 12:])
+    with pytest.raises(ShanshuiError, match=r"^mask size \(4, 4\) does not match the field \(32, 32\)$"):
+        ar.apply_still_mask(full, np.zeros((4, 4), bool))
+    # the strength limit is inclusive
+    assert ar.make_arrow([0, 0, 1, 1, ar.MAX_STRENGTH]).strength == ar.MAX_STRENGTH
+    # messages name where the arrow came from
+    with pytest.raises(ShanshuiError, match=r"^arrow start \(9, 0\) lies outside the 8x6 image \(x in \[0, 7\], "
+                                            r"y in \[0, 5\]\)$"):
+        ar.check_arrows_inside([ar.Arrow(9, 0, 1, 1)], 8, 6)
+    with pytest.raises(ShanshuiError, match=r"^--arrow '1,2,3' has 3 numbers"):
+        ar.parse_arrow("1,2,3")
+    with pytest.raises(ShanshuiError, match=r"^arrows is not valid JSON: Expecting value: line 1 column 1"):
+        ar.parse_arrows_json("nope\n")
+    with pytest.raises(ShanshuiError, match=r"^arrows must hold a list of arrows"):
+        ar.arrows_from_data({"x": 1})
+    with pytest.raises(ShanshuiError, match=r"^arrow #0 in arrows needs 'from' and 'to'"):
+        ar.arrows_from_data([{"from": [1, 2]}])
+    with pytest.raises(ShanshuiError, match=r"^arrow #1 in arrows must be \[x0, y0, x1, y1\(, strength\)\]"):
+        ar.arrows_from_data([[0, 0, 1, 1], 7])
+    with pytest.raises(ShanshuiError, match=r"^arrow #0 in arrows has 3 numbers"):
+        ar.arrows_from_data([[0, 0, 1]])
+    (tmp_path / "a.json").write_text("[[0, 0, 1]]")
+    with pytest.raises(ShanshuiError, match=r"^arrow #0 in arrow file '.*a.json' has 3 numbers"):
+        ar.load_arrows(tmp_path / "a.json")
+    assert ar.parse_arrows_json("  \n") == []
+    # masks: grey+alpha uses the alpha; nearest-neighbour resizing keeps a 1-px checkerboard crisp
+    la = np.zeros((2, 2, 2), np.uint8)
+    la[0, 0, 1] = 255
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    assert ar.load_mask(tmp_path / "la.png", 2, 2).tolist() == [[True, False], [False, False]]
+    board = ((np.indices((4, 4)).sum(0) % 2) * 255).astype(np.uint8)
+    Image.fromarray(board).save(tmp_path / "board.png")
+    expected = np.kron(board > 127, np.ones((2, 2), bool))
+    np.testing.assert_array_equal(ar.load_mask(tmp_path / "board.png", 8, 8), expected)
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    with pytest.raises(ShanshuiError, match=r"^mask '.*junk.png' is not a readable image: "):
+        ar.load_mask(tmp_path / "junk.png", 8, 8)
