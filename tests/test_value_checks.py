@@ -1185,3 +1185,36 @@ def test_arrow_fields_masks_and_messages(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"junk")
     with pytest.raises(ShanshuiError, match=r"^mask '.*junk.png' is not a readable image: "):
         ar.load_mask(tmp_path / "junk.png", 8, 8)
+
+
+def test_sofp_consistency_weight_by_hand_and_the_drivers_branches():
+    from shanshui.errors import ShanshuiError
+    from shanshui.flow import estimate_flow
+    from shanshui.flow import sofp
+
+    h = w = 12
+    f_ab = np.zeros((h, w, 2), np.float32)
+    f_ab[..., 0] = 1.0
+    f_ba = np.zeros((h, w, 2), np.float32)
+    f_ba[..., 0] = -0.5                                         # not the inverse of f_ab: round trip misses by 0.5 px
+    img = np.full((h, w, 3), 0.5, np.float32)
+    weight = sofp.consistency_weight(f_ab, f_ba, img, img, 1.0)
+    tol = sofp.FB_REL_TOL * (1.0 + 0.25) + sofp.FB_ABS_TOL
+    assert weight.dtype == np.float32 and weight[6, 6] == pytest.approx(1.0 / (1.0 + 0.25 / tol) + 1e-4, rel=1e-6)
+    # the driver's branches: nadm-demo, the defaults, projection reliability on the first pair
+    rng = np.random.default_rng(0)
+    base = (rng.random((16, 16, 3)) * 255).astype(np.uint8)
+    frames = np.stack([np.roll(base, s, axis=1) for s in (0, 1, 2)])
+    f = frames.astype(np.float32)
+    demo = sofp.double_frames(frames, method="nadm-demo")
+    np.testing.assert_allclose(demo[1], sofp.midpoint_nadm_demo(f[0], f[1], estimate_flow(frames[0], frames[1], "dis")))
+    np.testing.assert_array_equal(sofp.double_frames(frames), sofp.double_frames(frames, "sofp", "dis"))
+    proj = sofp.double_frames(frames, reliability="projection")
+    f01, f10 = estimate_flow(frames[0], frames[1], "dis"), estimate_flow(frames[1], frames[0], "dis")
+    rel0 = sofp.projection_reliability(f01, estimate_flow(frames[0], frames[2], "dis"))
+    np.testing.assert_allclose(proj[1], sofp.midpoint(f[0], f[1], f01, f10, 255.0, rel0, None))
+    with pytest.raises(ShanshuiError, match=r"^method 'x' is not known; allowed: sofp, halfwarp, nadm-demo, linear, "
+                                            r"rife$"):
+        sofp.interpolate(frames, method="x")
+    with pytest.raises(ShanshuiError, match=r"^flow 'x' is not known; allowed: \w+(, \w+)+$"):
+        sofp.interpolate(frames, flow="x")
