@@ -1218,3 +1218,29 @@ def test_sofp_consistency_weight_by_hand_and_the_drivers_branches():
         sofp.interpolate(frames, method="x")
     with pytest.raises(ShanshuiError, match=r"^flow 'x' is not known; allowed: \w+(, \w+)+$"):
         sofp.interpolate(frames, flow="x")
+
+
+def test_warps_by_hand_weights_borders_and_shapes():
+    from shanshui.errors import ShanshuiError
+    from shanshui.flow.warp import backward_warp, check_flow, forward_splat
+
+    # forward splat of 2-D values with per-pixel weights, by hand: a half-pixel shift splits each value in two
+    values = np.zeros((3, 4), np.float32)
+    values[1, 1] = 8.0
+    flow = np.zeros((3, 4, 2), np.float32)
+    flow[..., 0] = 0.5
+    weights = np.full((3, 4), 2.0, np.float32)
+    acc, mass = forward_splat(values, flow, weights)
+    acc = acc.reshape(3, 4)
+    assert acc[1, 1] == pytest.approx(8.0) and acc[1, 2] == pytest.approx(8.0)         # 8 · 0.5 · 2 each
+    assert mass.reshape(3, 4)[1, 2] == pytest.approx(2.0)                               # two halves of weight 2
+    # the zero border really is zero outside the image
+    img = np.full((4, 4), 9.0, np.float32)
+    out = backward_warp(img, np.full((4, 4, 2), -10.0, np.float32), border="zero")
+    assert (out == 0).all()
+    with pytest.raises(ShanshuiError, match=r"^flow must have shape \(H, W, 2\), got \(4, 4, 3\)$"):
+        check_flow(np.zeros((4, 4, 3)))
+    with pytest.raises(ShanshuiError, match=r"^flow size \(4, 4\) does not match image size \(5, 5\)$"):
+        check_flow(np.zeros((4, 4, 2)), (5, 5))
+    with pytest.raises(ShanshuiError, match=r"^image must have shape \(H, W\) or \(H, W, C\), got \(4,\)$"):
+        backward_warp(np.zeros(4), np.zeros((4, 4, 2)))
