@@ -4,18 +4,20 @@
 # selection that reach the mutated function). Two workers (one thread each) share the modules; verdicts go
 # to mutants/focused-results.json, and benchmarks/mutation_report.py prints the table.
 #   benchmarks/mutation_focused.sh [DEADLINE_SECONDS_PER_MODULE]        (needs mutants/ from `make mutation`)
+# The mutants run in a random order (seed 1), so a module cut short by the deadline is a random sample of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 DEADLINE=${1:-0}
 [ -d mutants/src ] || { echo "error: no mutants/ folder; run 'make mutation' first (it may be stopped once it runs tests)" >&2; exit 2; }
+"$PY" benchmarks/mutation_refresh.py   # sources changed since mutants/ was made: re-mutate / copy them
 cp tests/*.py mutants/tests/
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
 run() {  # module, test files...
   local module=$1; shift
   local extra=()
   [ "$DEADLINE" != 0 ] && extra=(--deadline "$DEADLINE")
-  "$PY" benchmarks/mutation_recheck.py "$@" --only "$module." --status "not checked" --save --timeout 120 "${extra[@]}" \
+  "$PY" benchmarks/mutation_recheck.py "$@" --only "$module." --status "not checked" --save --timeout 120 --shuffle --seed 1 "${extra[@]}" \
     > "mutants/focused-$module.log" 2>&1 || echo "warning: $module ended with an error (see mutants/focused-$module.log)"
   tail -1 "mutants/focused-$module.log"
 }
