@@ -255,8 +255,8 @@ def build_app(models: ModelCache, ws: Workspace, concurrency: int = 1, max_queue
                                                                    color_mode="fixed"),
                                                     layers=False, elem_id="p-mask", height=320)
                         with gr.Row():
-                            p_strength = gr.Slider(0, 10, value=0.0, step=0.1,
-                                                   label="Speed (px/frame at the output size; 0 = as drawn)")
+                            p_strength = gr.Slider(0, 10, value=0.0, step=0.1, scale=3, label="Speed (px/frame)",
+                                                   info="at the output size; 0 = as drawn")
                             p_proxy = gr.Checkbox(value=True, label="Proxy image")
                             p_vsds = gr.Checkbox(value=True, label="VSDS")
                         with gr.Accordion("More settings", open=False):
