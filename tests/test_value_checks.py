@@ -1244,3 +1244,29 @@ def test_warps_by_hand_weights_borders_and_shapes():
         check_flow(np.zeros((4, 4, 2)), (5, 5))
     with pytest.raises(ShanshuiError, match=r"^image must have shape \(H, W\) or \(H, W, C\), got \(4,\)$"):
         backward_warp(np.zeros(4), np.zeros((4, 4, 2)))
+
+
+def test_intake_long_side_check_fit_to_scaling_pixel_limit_restored_and_map_xy(tmp_path):
+    import cv2
+    from PIL import Image
+
+    from shanshui.errors import ShanshuiError
+    from shanshui.image_intake import array_to_rgb, fit_to, plan_geometry, prepare_painting, read_image
+
+    with pytest.raises(ShanshuiError, match=r"^long side=30 must be a multiple of 8 and >= 32$"):
+        plan_geometry(100, 100, "fit", 30)
+    with pytest.raises(ShanshuiError, match=r"^image array must have 1, 3 or 4 channels, got 2$"):
+        array_to_rgb(np.zeros((2, 2, 2), np.uint8))
+    # fit_to scales both sides by the same factor (0.5 here) before the centre crop
+    ramp = np.repeat(np.repeat(np.arange(300, dtype=np.uint8)[:, None], 100, 1)[..., None], 3, 2) // 2 * 2
+    expected = cv2.resize(ramp, (50, 150), interpolation=cv2.INTER_AREA)[50:100]
+    np.testing.assert_array_equal(fit_to(ramp, 50, 50), expected)
+    # Pillow's own decompression-bomb limit is put back after reading
+    before = Image.MAX_IMAGE_PIXELS
+    Image.new("RGB", (4, 4)).save(tmp_path / "px.png")
+    read_image(tmp_path / "px.png")
+    assert Image.MAX_IMAGE_PIXELS == before
+    # map_xy with a horizontal offset: a tall painting padded into a square sits 16 px from the left
+    p = prepare_painting(np.zeros((100, 50, 3), np.uint8), "pad", size=(64, 64))
+    assert p.geometry.offset == (16, 0)
+    assert p.map_xy(0, 0) == pytest.approx((0.5 * 0.64 - 0.5 + 16, 0.5 * 0.64 - 0.5))
