@@ -176,20 +176,23 @@ def array_to_rgb(arr: np.ndarray, background=PAPER_WHITE) -> tuple[np.ndarray, l
     if arr.ndim == 2:
         arr = arr[..., None]
     check(arr.shape[2] in (1, 3, 4), f"image array must have 1, 3 or 4 channels, got {arr.shape[2]}")
+    check(arr.shape[0] >= 1 and arr.shape[1] >= 1, f"image array is empty (shape {arr.shape})")
+    # float64 throughout, as read_image's 32-bit float path: one picture rounds to the same 8-bit values
+    # whether it arrives as a file or as an array
     if arr.dtype == np.uint8:
-        x = arr.astype(np.float32) / 255.0
+        x = arr.astype(np.float64) / 255.0
     elif arr.dtype == np.uint16:
-        x = arr.astype(np.float32) / 65535.0
+        x = arr.astype(np.float64) / 65535.0
         notes.append("16-bit image scaled to 8 bit")
     elif np.issubdtype(arr.dtype, np.floating):
         check(np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1,
               f"float image values span [{np.nanmin(arr):g}, {np.nanmax(arr):g}]; expected [0, 1]")
-        x = arr.astype(np.float32)
+        x = arr.astype(np.float64)
     else:
         raise ShanshuiError(f"image dtype {arr.dtype} is not supported (uint8, uint16 or float in [0, 1])")
     if x.shape[2] == 4:
         a = x[..., 3:4]
-        x = x[..., :3] * a + np.asarray(background, np.float32) / 255.0 * (1 - a)
+        x = x[..., :3] * a + np.asarray(background, np.float64) / 255.0 * (1 - a)
         notes.append(f"transparency composited over background {tuple(background)}")
     elif x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
@@ -211,6 +214,7 @@ def plan_geometry(width: int, height: int, policy: str = "fit", long_side: int =
                   size: tuple[int, int] | None = None) -> Geometry:
     """Where an image of ``width x height`` goes on the working canvas under ``policy``."""
     check(policy in POLICIES, f"policy='{policy}' must be one of {', '.join(POLICIES)}")
+    check(width >= 1 and height >= 1, f"an image of {width}x{height} px is empty: nothing to place")
     if policy == "fit":
         check(size is None, "policy 'fit' takes long_side, not an exact size (use 'crop' or 'pad' for W x H)")
         check(isinstance(long_side, int) and long_side >= MIN_SIDE and long_side % MULTIPLE == 0,
@@ -280,6 +284,7 @@ def prepare_painting(source, policy: str = "fit", long_side: int = 512, size: tu
         from PIL import ImageOps
 
         w, h = source.size
+        check(w >= 1 and h >= 1, f"painting is empty ({w}x{h})")
         check(w * h <= max_pixels,
               f"painting is {w}x{h} = {w * h / 1e6:.1f} MP; the limit is {max_pixels / 1e6:g} MP")
         notes: list[str] = []
