@@ -1,4 +1,8 @@
-"""Bring ``mutants/`` up to date with the sources after they changed, without a new (slow) ``mutmut run``.
+"""Create ``mutants/``, or bring it up to date with the sources after they changed, without a (slow) ``mutmut run``.
+
+Without a ``mutants/`` folder it is made the way ``mutmut run`` makes it (mutmut's own copy of ``src/``, the tests
+and ``pyproject.toml``, then every module of ``[tool.mutmut] only_mutate`` mutated); every mutant is then "not
+checked" until ``benchmarks/mutation_focused.sh`` judges it.
 
 Every file under ``src/`` whose content differs from its copy in ``mutants/src/`` is refreshed: a mutated module
 (``[tool.mutmut] only_mutate``) is re-mutated with mutmut's own ``create_mutants_for_file``, which keeps the
@@ -26,8 +30,12 @@ def main() -> int:
 
     root = Path.cwd()
     if not (root / "mutants" / "src").is_dir():
-        print("error: no mutants/ folder; run 'make mutation' first", file=sys.stderr)
-        return 2
+        from mutmut.utils.file_utils import copy_also_copy_files, copy_src_dir
+
+        print("no mutants/ folder: creating it (mutmut's copy of src/, tests/ and pyproject.toml)")
+        (root / "mutants").mkdir(exist_ok=True)
+        copy_src_dir()
+        copy_also_copy_files()
     mutated = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"])
     focused_path = root / FOCUSED
     focused = json.loads(focused_path.read_text()) if focused_path.exists() else {}

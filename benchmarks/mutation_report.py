@@ -8,6 +8,9 @@ so the numbers are mutmut's. Run from the repository root after ``mutmut run``::
 
 The score is killed / (killed + survived + timeout + suspicious): mutants that no selected test executes
 ("no tests") are listed separately instead of being counted as survivors, and a timeout counts as not killed.
+Survivors judged equivalent (no input can tell them from the real code) are listed with their reason in
+``benchmarks/results/mutation_equivalents.tsv``; the table counts them in the "equivalent" column, and the
+second score leaves them out of the denominator. Survivors without a reason are listed as "unexplained".
 """
 
 from __future__ import annotations
@@ -22,6 +25,23 @@ from pathlib import Path
 
 
 FOCUSED = "mutants/focused-results.json"
+EQUIVALENTS = "benchmarks/results/mutation_equivalents.tsv"
+
+
+def load_equivalents(root: Path) -> dict[str, str]:
+    """mutant name -> the reason it is equivalent (``NAME<TAB>reason`` lines; ``#`` starts a comment line)."""
+    path = root / EQUIVALENTS
+    if not path.exists():
+        return {}
+    out = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, sep, reason = line.partition("\t")
+        if not sep or not reason.strip():
+            raise SystemExit(f"error: {EQUIVALENTS}:{number}: expected NAME<TAB>reason, got {line!r}")
+        out[name.strip()] = reason.strip()
+    return out
 
 
 def load(root: Path, focused: bool = True) -> dict[str, dict[str, str]]:
@@ -49,27 +69,41 @@ def main() -> int:
     args = ap.parse_args()
     root = Path.cwd()
     results = load(root)
+    equivalents = load_equivalents(root)
+    not_killed = ("survived", "suspicious", "timeout")
     cols = ["killed", "survived", "timeout", "suspicious", "no tests", "not checked"]
-    print("| module | mutants | " + " | ".join(cols) + " | score |")
-    print("|---|---:|" + "---:|" * len(cols) + "---:|")
+    print("| module | mutants | " + " | ".join(cols) + " | equivalent | score | score without equivalents |")
+    print("|---|---:|" + "---:|" * (len(cols) + 3))
     total = Counter()
-    for module, statuses in results.items():
-        c = Counter(statuses.values())
-        total.update(c)
+    for module, statuses in list(results.items()) + [("all", None)]:
+        if statuses is None:
+            c, n, name = total, sum(total.values()) - total["equivalent"], "**all**"
+        else:
+            c = Counter(statuses.values())
+            c["equivalent"] = sum(st in not_killed and m in equivalents for m, st in statuses.items())
+            total.update(c)
+            n, name = len(statuses), module.removeprefix("src/shanshui/")
         judged = c["killed"] + c["survived"] + c["timeout"] + c["suspicious"]
         score = f"{100 * c['killed'] / judged:.1f} %" if judged else "–"
-        print(f"| {module.removeprefix('src/shanshui/')} | {len(statuses)} | "
-              + " | ".join(str(c[k]) for k in cols) + f" | {score} |")
-    judged = total["killed"] + total["survived"] + total["timeout"] + total["suspicious"]
-    score = f"{100 * total['killed'] / judged:.1f} %" if judged else "–"
-    print(f"| **all** | {sum(total.values())} | " + " | ".join(str(total[k]) for k in cols) + f" | **{score}** |")
-    survivors = [n for s in results.values() for n, st in s.items() if st in ("survived", "suspicious", "timeout")]
-    print(f"\n{len(survivors)} not killed:")
-    for name in sorted(survivors):
+        real = judged - c["equivalent"]
+        score2 = f"{100 * c['killed'] / real:.1f} %" if real else "–"
+        if statuses is None:
+            score, score2 = f"**{score}**", f"**{score2}**"
+        print(f"| {name} | {n} | " + " | ".join(str(c[k]) for k in cols) + f" | {c['equivalent']} | {score} | {score2} |")
+    survivors = sorted(n for s in results.values() for n, st in s.items() if st in not_killed)
+    unexplained = [n for n in survivors if n not in equivalents]
+    print(f"\n{len(survivors)} not killed: {len(survivors) - len(unexplained)} equivalent ({EQUIVALENTS}), "
+          f"{len(unexplained)} unexplained:")
+    for name in unexplained:
         print(" ", name)
         if args.diffs:
             diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], capture_output=True, text=True)
             print(diff.stdout)
+    stale = sorted(set(equivalents) - set(survivors))
+    if stale:
+        print(f"\n{len(stale)} names in {EQUIVALENTS} are not survivors (killed since, or renamed):")
+        for name in stale:
+            print(" ", name)
     return 0
 
 
