@@ -54,7 +54,9 @@ def backward_warp(image: np.ndarray, flow: np.ndarray, border: str = "replicate"
     flow = check_flow(flow, image.shape[:2])
     xs, ys = sampling_maps(flow)
     dtype = image.dtype
-    work = image if dtype in (np.uint8, np.float32, np.float64, np.uint16, np.int16) else image.astype(np.float32)
+    # OpenCV resamples float64 and int16 images in fixed point (sample positions rounded to 1/32 px); every
+    # dtype other than uint8, uint16 and float32 therefore goes through float32
+    work = image if dtype in (np.uint8, np.float32, np.uint16) else image.astype(np.float32)
     chans = 1 if work.ndim == 2 else work.shape[2]
     # cv2.remap handles at most 4 channels at once: warp wider images in slices of 4 channels.
     if chans <= 4:
