@@ -122,6 +122,8 @@ def half_way_motion(i0, i1, f01, f10, data_range: float, rel0=None, rel1=None, s
     splatting runs on a grid ``scale`` times coarser (flows are smooth; it is the costly step) and is
     resampled back; the warps that use the result stay at full resolution.
     """
+    # squared flow lengths overflow float16 at ~256 px: the whole computation runs in float32 at least
+    f01, f10 = np.asarray(f01, np.float32), np.asarray(f10, np.float32)
     h, w = f01.shape[:2]
     hw = (h, w)
     if scale > 1 and min(h, w) >= 16 * scale:
