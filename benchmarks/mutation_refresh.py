@@ -25,6 +25,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mutation_report import FOCUSED  # noqa: E402
 
 
+def drop_focused_verdicts(path: Path, functions: set[str]) -> int:
+    """Remove the verdicts of mutants of ``functions`` from ``path``, under the lock ``save_verdict`` takes (a
+    focused run may be saving verdicts at the same time); returns how many were removed."""
+    import fcntl
+
+    if not path.exists():
+        return 0
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        saved = json.loads(path.read_text())
+        stale = [n for n in saved if n.split("__mutmut_")[0] in functions]
+        for n in stale:
+            del saved[n]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(saved, indent=1, ensure_ascii=False))
+        tmp.replace(path)
+    return len(stale)
+
+
 def main() -> int:
     from mutmut.__main__ import create_mutants_for_file
 
@@ -37,9 +56,7 @@ def main() -> int:
         copy_src_dir()
         copy_also_copy_files()
     mutated = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"])
-    focused_path = root / FOCUSED
-    focused = json.loads(focused_path.read_text()) if focused_path.exists() else {}
-    dropped = 0
+    changed: set[str] = set()
     for src in sorted((root / "src").rglob("*.py")):
         rel = src.relative_to(root)
         copy = root / "mutants" / rel
@@ -47,19 +64,15 @@ def main() -> int:
             result = create_mutants_for_file(rel, Path("mutants") / rel)
             if result.error:
                 raise result.error
-            changed = set(result.changed_functions or ())
-            if changed:
-                stale = [n for n in focused if n.split("__mutmut_")[0] in changed]
-                for n in stale:
-                    del focused[n]
-                dropped += len(stale)
-                print(f"{rel}: re-mutated; changed: {', '.join(sorted(changed))} ({len(stale)} focused verdicts dropped)")
+            if result.changed_functions:
+                changed |= set(result.changed_functions)
+                print(f"{rel}: re-mutated; changed: {', '.join(sorted(result.changed_functions))}")
         elif not copy.exists() or not filecmp.cmp(src, copy, shallow=False):
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, copy)
             print(f"{rel}: copied")
-    if dropped:
-        focused_path.write_text(json.dumps(focused, indent=1, ensure_ascii=False))
+    if changed:
+        print(f"{drop_focused_verdicts(root / FOCUSED, changed)} focused verdicts of changed functions dropped")
     return 0
 
 

@@ -16,15 +16,20 @@ def _shift_x(h, w, dx):
 
 
 def test_backward_warp_of_dtypes_opencv_cannot_remap_is_exact_bilinear():
-    """float16 and int32 images are warped through float32: [0, 200] read at x = 0.3 gives 0.7·0 + 0.3·200 = 60.
+    """float16, int32, float64 and int16 images are warped through float32: [0, 200] read at x = 0.3 gives
+    0.7·0 + 0.3·200 = 60.
 
-    Going through float64 instead (``astype(None)``) lands in OpenCV's fixed-point remap, which rounds the sample
+    OpenCV's own float64/int16 remap (and so ``astype(None)``, float64) is fixed point: it rounds the sample
     position to 1/32 px and reads 0.3125 → 62.5."""
     flow = _shift_x(1, 2, 0.3)
     half = backward_warp(np.array([[0, 200]], np.float16), flow)
     assert half.dtype == np.float16 and half[0, 0] == np.float16(60.0)
     ints = backward_warp(np.array([[0, 200]], np.int32), flow)
     assert ints.dtype == np.int32 and ints[0, 0] == 60
+    doubles = backward_warp(np.array([[0, 200]], np.float64), flow)
+    assert doubles.dtype == np.float64 and doubles[0, 0] == pytest.approx(60.0, abs=1e-4)
+    shorts = backward_warp(np.array([[0, 200]], np.int16), flow)
+    assert shorts.dtype == np.int16 and shorts[0, 0] == 60
 
 
 def test_backward_warp_keeps_a_single_channel_axis():
@@ -70,3 +75,26 @@ def test_backward_warp_samples_at_the_exact_position_for_every_dtype(dtype, valu
     out = backward_warp(np.array([values], dtype), _shift_x(1, 2, 0.3))
     assert out.dtype == dtype
     np.testing.assert_allclose(float(out[0, 0]), expected, rtol=1e-3 if dtype == np.float16 else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.int64])
+def test_integer_images_are_rounded_not_truncated(dtype):
+    """[0, 3] read at x = 0.25 is 0.75: every integer dtype gives 1 (OpenCV rounds uint8/uint16 itself; the
+    others go through float32 and are rounded on the way back)."""
+    out = backward_warp(np.array([[0, 3]], dtype), _shift_x(1, 2, 0.25))
+    assert out.dtype == dtype and out[0, 0] == 1
+
+
+def test_int32_extremes_survive_the_float32_round_trip():
+    """float32 rounds 2**31 - 1 up to 2**31, which does not fit int32: the result saturates at the type's
+    limits instead of wrapping round to the other sign."""
+    info = np.iinfo(np.int32)
+    img = np.array([[info.max, info.max], [info.min, info.min]], np.int32)
+    out = backward_warp(img, np.zeros((2, 2, 2), np.float32))
+    assert out.dtype == np.int32 and out[0].tolist() == [info.max] * 2 and out[1].tolist() == [info.min] * 2
+
+
+def test_int64_extremes_saturate_too():
+    info = np.iinfo(np.int64)
+    out = backward_warp(np.array([[info.max, info.min]], np.int64), np.zeros((1, 2, 2), np.float32))
+    assert out.dtype == np.int64 and out[0, 0] > 2**62 and out[0, 1] == info.min

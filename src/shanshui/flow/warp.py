@@ -67,7 +67,19 @@ def backward_warp(image: np.ndarray, flow: np.ndarray, border: str = "replicate"
             [cv2.remap(np.ascontiguousarray(work[..., c : c + 4]), xs, ys, cv2.INTER_LINEAR,
                        borderMode=BORDERS[border], borderValue=0).reshape(*work.shape[:2], -1)
              for c in range(0, chans, 4)], axis=2)
+    if work.dtype != dtype and np.issubdtype(dtype, np.integer):  # round like OpenCV does for uint8/uint16
+        out = _round_into(out, dtype)
     return out.astype(dtype, copy=False)
+
+
+def _round_into(values: np.ndarray, dtype) -> np.ndarray:
+    """Round float ``values`` to the nearest integer and saturate them at ``dtype``'s limits (float32 rounds
+    2**31 - 1 up to 2**31, which would wrap round to the other sign in int32)."""
+    info = np.iinfo(dtype)
+    hi = np.float64(info.max)
+    if int(hi) > info.max:  # int64's largest value is not a float64: use the largest float64 below it
+        hi = np.nextafter(hi, 0)
+    return np.clip(np.rint(values.astype(np.float64)), np.float64(info.min), hi).astype(dtype)
 
 
 def inside_mask(flow: np.ndarray) -> np.ndarray:
