@@ -177,3 +177,12 @@ def test_pad_colour_reads_the_last_column():
     # borders: 0 x5, 200 x5, first column (0, 100, 200), last column (0, 100, 200): median 100
     # (the column before the last, (0, 0, 200), would give (0 + 100) / 2 = 50)
     assert apply_geometry(img, Geometry((5, 3), (5, 3), (0, 0), (8, 8)))[7, 7] == 100
+
+
+def test_one_pixel_wide_or_high_pil_paintings_are_not_empty():
+    """A 1-px-wide or 1-px-high PIL image is a (thin) painting: with policy "pad" it lands on the canvas as a
+    line of its colour; only a zero side is empty."""
+    for size in ((1, 40), (40, 1)):
+        out = prepare_painting(Image.new("RGB", size, (200, 10, 10)), "pad", size=(32, 32), background=(255, 255, 255))
+        assert out.image.shape == (32, 32, 3)
+        assert (out.image.reshape(-1, 3) == [200, 10, 10]).all(axis=1).any()
