@@ -55,10 +55,12 @@ def test_check_long_inputs_bounds_types_and_messages():
     for gamma in (1.5, -0.1, 2.0):
         with pytest.raises(ShanshuiError, match=rf"^gamma={gamma} must be in \[0, 1\]$"):
             lv.check_long_inputs(gamma, 0.2, 0, 16, 32)
-    with pytest.raises(ShanshuiError, match=r"^clip_frames=1 must be >= 2$"):
+    with pytest.raises(ShanshuiError, match=r"^clip_frames=1 must be an integer >= 2$"):
         lv.check_long_inputs(0.5, 0.2, 0, 1, 32)
-    with pytest.raises(ShanshuiError, match=r"^clip_frames=16\.0 "):
-        lv.check_long_inputs(0.5, 0.2, 0, 16.0, 32)                # not an int (the wording is not pinned)
+    with pytest.raises(ShanshuiError, match=r"^clip_frames=16\.0 must be an integer >= 2$"):
+        lv.check_long_inputs(0.5, 0.2, 0, 16.0, 32)                # a float is refused for its type
+    with pytest.raises(ShanshuiError, match=r"^overlap=2\.0 must be an integer in \[0, 15\] \(below clip_frames=16\)$"):
+        lv.check_long_inputs(0.5, 0.2, 2.0, 16, 32)
     lv.check_long_inputs(1.0, 0.2, 1, 2, 32)                       # the smallest clip, with the largest overlap
     lv.check_long_inputs(0.0, 0.0, 0, 16, 16)                      # a clip as long as the module's window
     with pytest.raises(ShanshuiError, match=r"^clip_frames=17 exceeds this motion module's window of 16 frames$"):

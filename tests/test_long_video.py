@@ -184,7 +184,7 @@ def test_pipeline_dispatches_long_videos(pipe):
 @pytest.mark.parametrize("kwargs,message", [
     (dict(gamma=1.5), "gamma=1.5 must be in [0, 1]"),
     (dict(omega=-0.1), "omega=-0.1 must be a finite number >= 0"),
-    (dict(overlap=16), "overlap=16 must be in [0, 15]"),
+    (dict(overlap=16), "overlap=16 must be an integer in [0, 15]"),
     (dict(clip_frames=33), "clip_frames=33 exceeds this motion module's window of 32 frames"),
     (dict(eta=0.5), "eta=0.5 is not supported for long videos"),
 ])

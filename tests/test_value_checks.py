@@ -1031,7 +1031,7 @@ def test_long_video_plan_weights_and_last_ddim_step():
     np.testing.assert_array_equal(lv.ccdm_weights([0], 16, 16), np.ones((1, 16)))         # one clip is allowed
     w = lv.overlap_weights([0, 15], 16, 31)                    # a single shared frame: half and half
     assert w[0, 15] == pytest.approx(0.5) and w[1, 0] == pytest.approx(0.5) and w[0, 14] == 1.0
-    with pytest.raises(ShanshuiError, match=r"^overlap=16 must be in \[0, 15\] \(below clip_frames=16\)$"):
+    with pytest.raises(ShanshuiError, match=r"^overlap=16 must be an integer in \[0, 15\] \(below clip_frames=16\)$"):
         lv.check_long_inputs(0.5, 0.1, 16, 16, 32)
     with pytest.raises(ShanshuiError, match=r"^decode_chunk_size=0 must be >= 1$"):
         list(lv.iter_decoded(lambda z: z, torch.zeros(1, 4, 2, 2, 2), 0))

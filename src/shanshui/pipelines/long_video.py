@@ -259,11 +259,11 @@ def check_long_inputs(gamma: float, omega: float, overlap: int, clip_frames: int
     check(isinstance(gamma, (int, float)) and 0.0 <= gamma <= 1.0, f"gamma={gamma} must be in [0, 1]")
     check(isinstance(omega, (int, float)) and math.isfinite(omega) and omega >= 0,
           f"omega={omega} must be a finite number >= 0")
-    check(isinstance(clip_frames, int) and clip_frames >= 2, f"clip_frames={clip_frames} must be >= 2")
+    check(isinstance(clip_frames, int) and clip_frames >= 2, f"clip_frames={clip_frames} must be an integer >= 2")
     check(clip_frames <= max_frames,
           f"clip_frames={clip_frames} exceeds this motion module's window of {max_frames} frames")
     check(isinstance(overlap, int) and 0 <= overlap < clip_frames,
-          f"overlap={overlap} must be in [0, {clip_frames - 1}] (below clip_frames={clip_frames})")
+          f"overlap={overlap} must be an integer in [0, {clip_frames - 1}] (below clip_frames={clip_frames})")
 
 
 @torch.no_grad()
