@@ -48,7 +48,8 @@ def main() -> int:
     from mutmut.__main__ import create_mutants_for_file
 
     root = Path.cwd()
-    if not (root / "mutants" / "src").is_dir():
+    creating = not (root / "mutants" / "src").is_dir()
+    if creating:
         from mutmut.utils.file_utils import copy_also_copy_files, copy_src_dir
 
         print("no mutants/ folder: creating it (mutmut's copy of src/, tests/ and pyproject.toml)")
@@ -64,7 +65,9 @@ def main() -> int:
             result = create_mutants_for_file(rel, Path("mutants") / rel)
             if result.error:
                 raise result.error
-            if result.changed_functions:
+            if creating:
+                print(f"{rel}: mutated")
+            elif result.changed_functions:
                 changed |= set(result.changed_functions)
                 print(f"{rel}: re-mutated; changed: {', '.join(sorted(result.changed_functions))}")
         elif not copy.exists() or not filecmp.cmp(src, copy, shallow=False):
