@@ -62,30 +62,26 @@ real-size: $(STAMP)
 gpu-check-tiny: $(STAMP)
 	PYTHON=$(PY) bash benchmarks/gpu_check.sh out/gpu-check-tiny --tiny
 
-# The bundled model (MODEL_CARD.md): procedural data, stage 1 (image model), stage 2 (NADM motion module),
-# then the fp16 export into src/shanshui/assets/bundled/. CPU only; every step resumes where it stopped.
-.PHONY: bundled-model
+# The bundled model (MODEL_CARD.md), the way it was made: scripts/train_bundled_gpu.sh at its 2-core CPU scale
+# (v objective), extended twice (UNet to 4600 then 6600 steps, stage 2 on each), the NADM ablations on the last
+# image model, then the fp16 export into src/shanshui/assets/bundled/. About 4 h 30 min on 2 idle cores; runs
+# live in $(RUNS_DIR) and every step resumes where it stopped. With a GPU: scripts/train_bundled_gpu.sh RESULTS full.
+RUNS_DIR ?= $(HOME)/.cache/shanshui/runs
+BUNDLED_RUN := $(RUNS_DIR)/bundled2-cpu
+BUNDLED_IMAGE := $(BUNDLED_RUN)/stage1-v/model-6600
+.PHONY: bundled-model procedural-quality
 bundled-model: $(STAMP)
-	$(VENV)/bin/shanshui data synth --n 1500 --out data/bundled --seed 0 --size 128 --frames 16 --format frames
-	$(VENV)/bin/shanshui train-image --config configs/bundled_stage1.yaml --resume latest
-	$(VENV)/bin/shanshui train-image --config configs/bundled_stage1.yaml --resume latest unet.steps=2400
-	$(VENV)/bin/shanshui train-image --config configs/bundled_stage1.yaml --resume latest unet.steps=4400
-	$(VENV)/bin/shanshui train-image --config configs/bundled_stage1.yaml --resume latest unet.steps=8000 vae.decoder_steps=800
-	$(VENV)/bin/shanshui train --config configs/bundled_stage2.yaml --resume latest --no-progress
-	$(PY) -m shanshui.training.bundle runs/bundled/stage1/model runs/bundled/stage2/final/motion_module.safetensors
+	SHANSHUI_RUNS=$(RUNS_DIR) PYTHON=$(PY) PREPARE_PROBE=1 WINNER=v EXTEND="4600:800 6600:400" \
+		bash scripts/train_bundled_gpu.sh out/bundled-model cpu
+	$(PY) -m shanshui.training.bundle $(BUNDLED_IMAGE) $(BUNDLED_RUN)/stage2-6600/final/motion_module.safetensors
 
-# NADM Table II in miniature (MODEL_CARD.md): stage 2 again without the sparse-causal sub-layer and without
-# the contrastive loss, on the same stage-1 model, then the probe benchmark of all three.
-STAGE1 := runs/bundled/stage1/model
-.PHONY: bundled-ablations procedural-quality
-bundled-ablations: $(STAMP)
-	$(VENV)/bin/shanshui train --config configs/bundled_stage2.yaml --resume latest --no-progress \
-		output_dir=runs/bundled/ablation-sc-off model.sparse_causal=off
-	$(VENV)/bin/shanshui train --config configs/bundled_stage2.yaml --resume latest --no-progress \
-		output_dir=runs/bundled/ablation-con-off loss.lambda_con=0
-
+# NADM Table II in miniature (MODEL_CARD.md): the shipped model and the three fresh stage-2 runs that
+# `make bundled-model` trains on its image model (the recipe, sparse-causal off, contrastive off), on the probe
+# benchmark, with the real held-out clips as the reference row.
 procedural-quality: $(STAMP)
-	$(PY) benchmarks/procedural_quality.py \
-		--model nadm=$(STAGE1):runs/bundled/stage2/final/motion_module.safetensors \
-		--model sparse-causal-off=$(STAGE1):runs/bundled/ablation-sc-off/final/motion_module.safetensors \
-		--model contrastive-off=$(STAGE1):runs/bundled/ablation-con-off/final/motion_module.safetensors
+	$(PY) benchmarks/procedural_quality.py --heldout $(BUNDLED_RUN)/heldout --train-data $(BUNDLED_RUN)/data \
+		--probe $(BUNDLED_RUN)/probe/probe.safetensors --threads 2 --limit 20 \
+		--model shipped=$(BUNDLED_IMAGE):$(BUNDLED_RUN)/stage2-6600/final/motion_module.safetensors \
+		--model nadm-fresh=$(BUNDLED_IMAGE):$(BUNDLED_RUN)/stage2-6600-abl-base/final/motion_module.safetensors \
+		--model sparse-causal-off=$(BUNDLED_IMAGE):$(BUNDLED_RUN)/stage2-6600-abl-sc-off/final/motion_module.safetensors \
+		--model contrastive-off=$(BUNDLED_IMAGE):$(BUNDLED_RUN)/stage2-6600-abl-con-off/final/motion_module.safetensors

@@ -81,10 +81,11 @@ def run_freenoise(pipe, frames, size, steps, guidance, seed):
     from diffusers import AnimateDiffPipeline
 
     from shanshui.models.motion import set_temporal_attention
-    from shanshui.schedulers import make_scheduler
 
+    # the peer samples with the model's own schedule (the bundled model is v-prediction, zero terminal SNR)
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
     peer = AnimateDiffPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                               unet=pipe.unet, scheduler=make_scheduler(), motion_adapter=None)
+                               unet=pipe.unet, scheduler=scheduler, motion_adapter=None)
     # enable_free_noise reads the window limit from a MotionAdapter; ours is already fused into the UNet
     peer.motion_adapter = SimpleNamespace(config=SimpleNamespace(
         motion_max_seq_length=pipe.unet.config.motion_max_seq_length))

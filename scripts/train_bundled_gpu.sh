@@ -14,7 +14,12 @@
 #     the decoder-only phase
 #  5. stage 2, three runs side by side on the winner: the NADM recipe, sparse-causal off, contrastive off
 #     and, beside them, the image-to-video control model (shanshui train-control, docs/control.md)
-#  6. the fp16 bundle (weights in files of at most 15 MB), packed as bundle.tar split in 15 MiB parts
+#  6. optional: EXTEND="U1:S1 U2:S2 ..." continues the winner's UNet to U1 steps (a warm restart of its
+#     cosine schedule), snapshots it as model-U1, trains stage 2 on it for S1 steps (warm-started from the
+#     previous extension's motion module, the first one fresh), and so on; then the two ablations and a fresh
+#     copy of the recipe train S steps each on the last snapshot. This is how the shipped model was made on a
+#     CPU over several sessions (`make bundled-model`: EXTEND="4600:800 6600:400" at the cpu scale)
+#  7. the fp16 bundle (weights in files of at most 15 MB), packed as bundle.tar split in 15 MiB parts
 #
 # Runs live in $SHANSHUI_RUNS (default ~/.cache/shanshui/runs) and every stage resumes where it stopped.
 # `tiny` runs the same steps with tiny models and data on a CPU in a few minutes (tests/test_gpu_script.py).
@@ -172,27 +177,71 @@ mark stage2_ablations
 CTRL_OK=0
 if [ -n "$CTRL" ]; then wait "$CTRL" && CTRL_OK=1; mark control; fi
 
-# ------------------------------------------------------------------------------------------ 6. export
+# ------------------------------------------------------------------------------------------ 6. extensions
+MOTION="$RUNS/stage2/final/motion_module.safetensors"
+BUNDLE="$RUNS/bundle"
+EXTENDED=()
+WARM=()
+for ext in ${EXTEND:-}; do
+  U=${ext%%:*}; S=${ext##*:}
+  [[ "$U" =~ ^[0-9]+$ && "$S" =~ ^[0-9]+$ && "$ext" == *:* ]] || { stamp "error: EXTEND entry '$ext' must be UNET_STEPS:STAGE2_STEPS"; exit 2; }
+  SNAP="$RUNS/stage1-$WIN/model-$U"
+  if [ ! -d "$SNAP" ]; then       # a snapshot exists only once its UNet steps are done, so a rerun skips it
+    stamp "extension: $WIN UNet to $U steps"
+    # shellcheck disable=SC2086
+    "${SERIAL[@]}" "${SS[@]}" train-image "${S1[@]}" --resume latest output_dir="$RUNS/stage1-$WIN" ${OBJ[$WIN]} \
+      "${COMMON[@]}" unet.steps="$U" > "$RESULTS/stage1_to_$U.log" 2>&1
+    cp -a "$RUNS/stage1-$WIN/model" "$SNAP.tmp" && mv "$SNAP.tmp" "$SNAP"
+  fi
+  stamp "extension: stage 2 on the $U-step model, $S steps${WARM:+ (warm start)}"
+  "${SERIAL[@]}" "${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2-$U" model.base_model="$SNAP" \
+    data.root="$RUNS/data" "${T2[@]}" schedule.max_steps="$S" "${WARM[@]}" > "$RESULTS/stage2_$U.log" 2>&1
+  IMAGE=$SNAP
+  MOTION="$RUNS/stage2-$U/final/motion_module.safetensors"
+  WARM=(model.motion_module="$MOTION")
+  EXTENDED+=("$U")
+  BUNDLE="$RUNS/bundle-$U"
+done
+if [ ${#EXTENDED[@]} -gt 0 ]; then
+  # the NADM ablations again, on the last image model: three fresh runs of S steps, the recipe itself included
+  for arm in base sc-off con-off; do
+    extra=()
+    [ $arm = sc-off ] && extra=(model.sparse_causal=off)
+    [ $arm = con-off ] && extra=(loss.lambda_con=0)
+    stamp "extension: stage-2 ablation '$arm' on the $U-step model, $S steps"
+    "${SERIAL[@]}" "${SS[@]}" train "${S2[@]}" --resume latest --no-progress output_dir="$RUNS/stage2-$U-abl-$arm" \
+      model.base_model="$IMAGE" data.root="$RUNS/data" "${T2[@]}" schedule.max_steps="$S" "${extra[@]}" \
+      > "$RESULTS/stage2_${U}_abl_$arm.log" 2>&1
+  done
+  mark extensions
+  # the control model was trained on the first image model; it does not match the extended one
+  CTRL_OK=0
+fi
+
+# ------------------------------------------------------------------------------------------ 7. export
 stamp "export: fp16 bundle"
 CONTROL_ARG=()
 [ "$CTRL_OK" = 1 ] && CONTROL_ARG=(--control "$RUNS/control/final")
-"$PY" -m shanshui.training.bundle "$IMAGE" "$RUNS/stage2/final/motion_module.safetensors" --out "$RUNS/bundle" \
-  "${CONTROL_ARG[@]}" | tee -a "$RESULTS/log.txt"
-(cd "$RUNS" && tar -cf - bundle) | split -b 15m -d - "$RESULTS/bundle.tar.part"
+"$PY" -m shanshui.training.bundle "$IMAGE" "$MOTION" --out "$BUNDLE" "${CONTROL_ARG[@]}" | tee -a "$RESULTS/log.txt"
+(cd "$RUNS" && tar -cf - "$(basename "$BUNDLE")") | split -b 15m -d - "$RESULTS/bundle.tar.part"
 mark export
 # what the results folder gets besides the bundle: logs, sample sheets, the stage logs of every run
-for run in stage1-base stage1-eps stage1-v stage1-vminsnr stage2 stage2-sc-off stage2-con-off control; do
+EXT_RUNS=()
+for U in "${EXTENDED[@]}"; do EXT_RUNS+=("stage2-$U"); done
+[ ${#EXTENDED[@]} -gt 0 ] && EXT_RUNS+=("stage2-$U-abl-base" "stage2-$U-abl-sc-off" "stage2-$U-abl-con-off")
+for run in stage1-base stage1-eps stage1-v stage1-vminsnr stage2 stage2-sc-off stage2-con-off control "${EXT_RUNS[@]}"; do
   [ -d "$RUNS/$run" ] || continue
   mkdir -p "$RESULTS/runs/$run"
   cp -r "$RUNS/$run/samples" "$RESULTS/runs/$run/" 2>/dev/null || true
   cp "$RUNS/$run"/log.jsonl "$RESULTS/runs/$run/" 2>/dev/null || true
   cp "$RUNS/$run"/logs/train.csv "$RESULTS/runs/$run/" 2>/dev/null || true
 done
-"$PY" - "$RESULTS" "$WIN" "$ABL_OK" "$SCALE" "$CTRL_OK" <<'EOF'
+"$PY" - "$RESULTS" "$WIN" "$ABL_OK" "$SCALE" "$CTRL_OK" "$BUNDLE" "${EXTENDED[@]}" <<'EOF'
 import json, sys, subprocess
 from pathlib import Path
 res, win, abl_ok, scale = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", sys.argv[4]
 control_ok = sys.argv[5] == "1"
+bundle, extended = sys.argv[6], [int(u) for u in sys.argv[7:]]
 times = dict(line.split() for line in (res / "times.txt").read_text().splitlines())
 try:
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
@@ -200,6 +249,7 @@ try:
 except (OSError, subprocess.SubprocessError):
     gpu = "none"
 summary = {"scale": scale, "winner": win, "stage2_ablations_ok": abl_ok, "control_ok": control_ok,
+           "extended_to_unet_steps": extended, "bundle": bundle,
            "seconds_at_end_of": times, "gpu": gpu}
 (res / "summary.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary))

@@ -101,9 +101,29 @@ def test_bundle_files_are_fp16_and_small():
     total = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
     assert total <= 60 * 1024 * 1024
     vae_cfg = json.loads((BUNDLED_DIR / "vae" / "config.json").read_text())
-    assert vae_cfg["latent_channels"] == 4 and len(vae_cfg["block_out_channels"]) == 4
+    # version 2 (MODEL_CARD.md): a 4x VAE (three blocks, 32x32x4 latents at 128 px), a measured scaling factor
+    assert vae_cfg["latent_channels"] == 4 and len(vae_cfg["block_out_channels"]) == 3
+    assert vae_cfg["sample_size"] == 128
     assert 0.05 < vae_cfg["scaling_factor"] < 20 and vae_cfg["scaling_factor"] != 0.18215
     assert max(p.stat().st_size for p in files) <= 16 * 1024 * 1024        # every weight file fits the limit
+    for cfg in BUNDLED_DIR.glob("*/config.json"):
+        assert "_name_or_path" not in json.loads(cfg.read_text()), cfg
+
+
+@needs_bundle
+def test_bundle_ships_its_own_noise_schedule_and_the_pipeline_uses_it():
+    from shanshui.pipelines.text_to_video import load_pipeline
+
+    sched = json.loads((BUNDLED_DIR / "scheduler" / "scheduler_config.json").read_text())
+    assert (sched["prediction_type"], sched["rescale_betas_zero_snr"], sched["timestep_spacing"]) == \
+        ("v_prediction", True, "trailing")
+    pipe = load_pipeline()
+    cfg = pipe.scheduler.config
+    assert (cfg.prediction_type, cfg.rescale_betas_zero_snr, cfg.timestep_spacing) == \
+        ("v_prediction", True, "trailing")
+    assert float(pipe.scheduler.alphas_cumprod[-1]) < 1e-6                  # zero terminal SNR (up to float eps)
+    pipe.scheduler.set_timesteps(5)
+    assert pipe.scheduler.timesteps.tolist() == [999, 799, 599, 399, 199]   # trailing: starts at the last step
 
 
 @needs_bundle

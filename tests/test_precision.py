@@ -2,8 +2,8 @@
 
 bf16 runs every path end to end on the CPU, which catches dtype mismatches without a GPU; its frames are
 compared with fp32 by PSNR (data range 1). Measured on these tiny random models: ~50 dB for text -> video
-(max |Δ| 0.02); the bundled model gives 46 dB. The tests require >= 35 dB. Memory options must give the same
-frames as the default (max |Δ| <= 1e-5 in fp32).
+(max |Δ| 0.02); version 1 of the bundled model gave 43-45 dB (docs/performance.md). The tests require
+>= 35 dB. Memory options must give the same frames as the default (max |Δ| <= 1e-5 in fp32).
 """
 
 import copy

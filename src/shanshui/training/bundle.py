@@ -96,6 +96,10 @@ def export_bundled(image_model: str | Path, motion_module: str | Path, out: str 
     sched_file = Path(image_model) / "scheduler" / "scheduler_config.json"
     sched_cfg = json.loads(sched_file.read_text()) if sched_file.is_file() else None
     save_base_components(comps, tmp, dtype=torch.float16, scheduler_config=sched_cfg, max_shard_size=SHARD)
+    for cfg_file in tmp.glob("*/config.json"):      # diffusers records where the weights came from: not shipped
+        cfg = json.loads(cfg_file.read_text())
+        if cfg.pop("_name_or_path", None) is not None:
+            cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     raw, meta = read_weights(motion_module)
     check(META_KEY in meta, f"'{motion_module}' has no Shanshui motion config in its metadata")
     tensors = {k: v.to(torch.float16).contiguous() for k, v in raw.items()}
